@@ -144,3 +144,18 @@ export const isProtocolError = (u: unknown): u is ProtocolError =>
   u instanceof PolicyViolationError ||
   u instanceof MessageTooBigError ||
   u instanceof InternalError
+
+/**
+ * A local call was refused before anything reached the wire: a close code that may not be
+ * sent, a close reason over 123 bytes, or a send after the connection left OPEN.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class InvalidSendError extends Data.TaggedError("InvalidSendError")<{
+  readonly reason: string
+}> {
+  override get message(): string {
+    return `invalid send: ${this.reason}`
+  }
+}

@@ -1,0 +1,543 @@
+import { isUtf8 } from "node:buffer"
+import {
+  InvalidPayloadError,
+  InvalidSendError,
+  MessageTooBigError,
+  PolicyViolationError,
+  ProtocolViolationError
+} from "../Errors.js"
+import type { ProtocolError } from "../Errors.js"
+import { FrameDecoder, headerLength, Opcode, randomMask, writeHeader } from "./frame.js"
+import type { FrameHeader, FrameSink, Role } from "./frame.js"
+import { applyMask } from "./mask.js"
+import { Utf8Validator } from "./utf8.js"
+
+/** What the peer sent, one event per message or control frame. */
+export type ConnectionEvent =
+  | { readonly _tag: "Text"; readonly data: string }
+  | { readonly _tag: "Binary"; readonly data: Buffer }
+  | { readonly _tag: "Ping"; readonly data: Buffer }
+  | { readonly _tag: "Pong"; readonly data: Buffer }
+  | {
+    readonly _tag: "Close"
+    /** 1005 when the Close frame carried no code (RFC 6455 §7.1.5). */
+    readonly code: number
+    readonly reason: string
+  }
+
+/**
+ * The compression hook the connection drives synchronously (permessage-deflate, RFC 7692).
+ * `decompress` receives a message's compressed bytes as they arrive and is called once more
+ * with `fin` at the end of the message; `maxBytes` is what the message may still inflate to.
+ */
+export interface MessageCompression {
+  decompress(
+    data: Uint8Array,
+    fin: boolean,
+    maxBytes: number
+  ): Buffer | MessageTooBigError | InvalidPayloadError
+  compress(data: Uint8Array): Buffer
+  shouldCompress(byteLength: number): boolean
+  close(): void
+}
+
+export interface ConnectionOptions {
+  /** Default "server": expects masked frames, sends unmasked ones. */
+  readonly role?: Role
+  /** Largest message, after inflation, in bytes. Default 1 MiB. */
+  readonly maxMessageSize?: number
+  /** Largest single frame payload. Default: `maxMessageSize`. */
+  readonly maxFrameSize?: number
+  /** Most frames in one message. Default 65,536 (Autobahn 9.3.1 needs that many). */
+  readonly maxFragments?: number
+  /** Negotiated permessage-deflate, if any. */
+  readonly compression?: MessageCompression | undefined
+}
+
+export const ConnectionState = { Open: "OPEN", Closing: "CLOSING", Closed: "CLOSED" } as const
+export type ConnectionState = (typeof ConnectionState)[keyof typeof ConnectionState]
+
+/** Close codes an endpoint may receive (RFC 6455 §7.4, IANA registry 1012-1014, 3000-4999). */
+export const isValidCloseCode = (code: number): boolean =>
+  (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) || (code >= 3000 && code <= 4999)
+
+const EMPTY = Buffer.alloc(0)
+const SLAB_SIZE = 64 * 1024
+/** Payloads up to this size are copied next to their header; larger ones go out as views. */
+const COPY_LIMIT = 4096
+const DEFAULT_MAX_MESSAGE = 1024 * 1024
+const DEFAULT_MAX_FRAGMENTS = 65_536
+/** A Close frame holds 125 bytes: 2 for the code, 123 for the reason. */
+const MAX_CLOSE_REASON = 123
+
+const toBuffer = (u: Uint8Array): Buffer =>
+  Buffer.isBuffer(u) ? u : Buffer.from(u.buffer, u.byteOffset, u.byteLength)
+
+/** Cuts a reason to 123 bytes without splitting a code point. */
+const truncateReason = (reason: string): Buffer => {
+  const bytes = Buffer.from(reason, "utf8")
+  if (bytes.length <= MAX_CLOSE_REASON) return bytes
+  let end = MAX_CLOSE_REASON
+  while (end > 0 && (bytes[end]! & 0xc0) === 0x80) end--
+  return bytes.subarray(0, end)
+}
+
+/**
+ * The RFC 6455 state machine of one connection, sans I/O: bytes go in with `receiveData`
+ * and `receiveEof`; messages come out of `eventsReceived()`; bytes to write come out of
+ * `dataToSend()`. It owns no socket and no clock: when `closeExpected` turns true the I/O
+ * layer arms its close timeout, and when `closeTransport` turns true it closes TCP after
+ * writing what `dataToSend()` returned (the server closes first, §7.1.1).
+ *
+ * Nothing the peer sends makes it throw: failures come back as `ProtocolError` values that
+ * carry their close code, the Close frame is queued, and all later input is discarded
+ * (§7.1.7).
+ */
+export class Connection implements FrameSink {
+  readonly role: Role
+  readonly maxMessageSize: number
+  readonly maxFragments: number
+  private readonly decoder: FrameDecoder
+  private readonly compression: MessageCompression | undefined
+
+  private _state: ConnectionState = ConnectionState.Open
+  private _failure: ProtocolError | undefined = undefined
+  private _closeReceived: { readonly code: number; readonly reason: string } | undefined = undefined
+  private _closeSent: { readonly code: number; readonly reason: string } | undefined = undefined
+  private _closeTransport = false
+  private _eofReceived = false
+  private events: Array<ConnectionEvent> = []
+
+  // current frame
+  private frameOpcode = 0
+  private frameFin = false
+  private frameLength = 0
+  private readonly control = Buffer.allocUnsafe(125)
+  private controlLength = 0
+
+  // current message
+  private msgOpcode = 0
+  private msgCompressed = false
+  private msgFragments = 0
+  private msgWireBytes = 0
+  private msgSize = 0
+  private msgView: Buffer | undefined = undefined
+  private msgBuf: Buffer | undefined = undefined
+  private readonly utf8 = new Utf8Validator()
+
+  // output
+  private out: Array<Uint8Array> = []
+  private outBytes = 0
+  private slab = Buffer.allocUnsafe(0)
+  private slabPos = 0
+  private segStart = 0
+
+  constructor(options: ConnectionOptions = {}) {
+    this.role = options.role ?? "server"
+    this.maxMessageSize = options.maxMessageSize ?? DEFAULT_MAX_MESSAGE
+    this.maxFragments = options.maxFragments ?? DEFAULT_MAX_FRAGMENTS
+    this.compression = options.compression
+    this.decoder = new FrameDecoder(this, {
+      role: this.role,
+      maxFrameSize: options.maxFrameSize ?? this.maxMessageSize,
+      allowRsv1: this.compression !== undefined
+    })
+  }
+
+  /** OPEN, CLOSING (we sent Close and wait for the peer's) or CLOSED. */
+  get state(): ConnectionState {
+    return this._state
+  }
+
+  /** The protocol error that failed the connection, if one did. */
+  get failure(): ProtocolError | undefined {
+    return this._failure
+  }
+
+  /** The peer's Close frame, if one arrived. */
+  get closeReceived(): { readonly code: number; readonly reason: string } | undefined {
+    return this._closeReceived
+  }
+
+  /** The Close frame we sent, if any. */
+  get closeSent(): { readonly code: number; readonly reason: string } | undefined {
+    return this._closeSent
+  }
+
+  /** Whether both Close frames were exchanged (the closing handshake completed). */
+  get closeHandshakeDone(): boolean {
+    return this._closeReceived !== undefined && this._closeSent !== undefined && this._failure === undefined
+  }
+
+  /** True once the peer closed TCP. */
+  get eofReceived(): boolean {
+    return this._eofReceived
+  }
+
+  /**
+   * True when the I/O layer should close the transport after writing `dataToSend()`:
+   * after the closing handshake on the server side, after a failure, or after the peer's EOF.
+   */
+  get closeTransport(): boolean {
+    return this._closeTransport
+  }
+
+  /** True when the connection is closing: the I/O layer should arm its close timeout. */
+  get closeExpected(): boolean {
+    return this._state !== ConnectionState.Open
+  }
+
+  /** Bytes queued for writing and not yet taken by `dataToSend()`. */
+  get bufferedAmount(): number {
+    return this.outBytes
+  }
+
+  // ---------------------------------------------------------------- input
+
+  /**
+   * Feeds bytes from the transport. Returns the error that failed the connection if these
+   * bytes did (its Close frame is then queued); later input is ignored.
+   */
+  receiveData(data: Uint8Array): ProtocolError | undefined {
+    if (this.decoder.stopped) return undefined
+    const err = this.decoder.push(toBuffer(data))
+    if (err !== undefined) this.fail(err)
+    return err
+  }
+
+  /** The peer closed its side of TCP. Anything after this is an abnormal closure (1006) unless closed. */
+  receiveEof(): void {
+    this._eofReceived = true
+    this.decoder.stop()
+    if (this._state !== ConnectionState.Closed) this._state = ConnectionState.Closed
+    this._closeTransport = true
+    this.releaseMessage()
+  }
+
+  /** Takes the events decoded so far. */
+  eventsReceived(): Array<ConnectionEvent> {
+    const events = this.events
+    if (events.length === 0) return events
+    this.events = []
+    return events
+  }
+
+  /** @internal FrameSink */
+  onFrameHeader(h: FrameHeader): ProtocolError | undefined {
+    const op = h.opcode
+    this.frameOpcode = op
+    this.frameFin = h.fin
+    this.frameLength = h.length
+    if (op >= 0x8) {
+      this.controlLength = 0
+      return undefined
+    }
+    if (op === Opcode.Continuation) {
+      if (this.msgOpcode === 0) return new ProtocolViolationError({ reason: "continuation frame without a message" })
+      if (h.rsv1) return new ProtocolViolationError({ reason: "RSV1 set on a continuation frame" })
+      if (++this.msgFragments > this.maxFragments) {
+        return new PolicyViolationError({ reason: "too many fragments" })
+      }
+    } else {
+      if (this.msgOpcode !== 0) return new ProtocolViolationError({ reason: "data frame inside a fragmented message" })
+      this.msgOpcode = op
+      this.msgCompressed = h.rsv1
+      this.msgFragments = 1
+      this.msgWireBytes = 0
+      this.msgSize = 0
+      if (op === Opcode.Text) this.utf8.reset()
+    }
+    this.msgWireBytes += h.length
+    if (this.msgWireBytes > this.maxMessageSize) {
+      return new MessageTooBigError({ reason: "message too big", limit: this.maxMessageSize })
+    }
+    return undefined
+  }
+
+  /** @internal FrameSink */
+  onFramePayload(buf: Buffer, start: number, end: number): ProtocolError | undefined {
+    if (this.frameOpcode >= 0x8) {
+      buf.copy(this.control, this.controlLength, start, end)
+      this.controlLength += end - start
+      return undefined
+    }
+    if (this.msgCompressed) {
+      const out = this.compression!.decompress(
+        buf.subarray(start, end),
+        false,
+        this.maxMessageSize - this.msgSize
+      )
+      if (!Buffer.isBuffer(out)) return out
+      return this.append(out, 0, out.length)
+    }
+    return this.append(buf, start, end)
+  }
+
+  /** @internal FrameSink */
+  onFrameEnd(): ProtocolError | undefined {
+    const op = this.frameOpcode
+    if (op >= 0x8) return this.onControl(op)
+    if (!this.frameFin) return undefined
+    if (this.msgCompressed) {
+      const out = this.compression!.decompress(EMPTY, true, this.maxMessageSize - this.msgSize)
+      if (!Buffer.isBuffer(out)) return out
+      const err = this.append(out, 0, out.length)
+      if (err !== undefined) return err
+    }
+    const data = this.msgBuf !== undefined
+      ? this.msgBuf.subarray(0, this.msgSize)
+      : this.msgView ?? EMPTY
+    if (this.msgOpcode === Opcode.Text) {
+      if (!this.utf8.complete) return new InvalidPayloadError({ reason: "text message ends inside a code point" })
+      this.events.push({ _tag: "Text", data: data.toString("utf8") })
+    } else {
+      this.events.push({ _tag: "Binary", data })
+    }
+    this.releaseMessage()
+    return undefined
+  }
+
+  private releaseMessage(): void {
+    this.msgOpcode = 0
+    this.msgView = undefined
+    this.msgBuf = undefined
+    this.msgSize = 0
+  }
+
+  /**
+   * Adds message bytes. The first piece is kept as a view (no copy: a message in one frame
+   * and one read is never copied); later pieces go into one buffer sized from the frame
+   * length, growing geometrically up to the message limit for fragmented messages.
+   */
+  private append(buf: Buffer, start: number, end: number): ProtocolError | undefined {
+    const n = end - start
+    if (n === 0) return undefined
+    if (this.msgOpcode === Opcode.Text && !this.utf8.validate(buf, start, end)) {
+      return new InvalidPayloadError({ reason: "invalid UTF-8 in a text message" })
+    }
+    const size = this.msgSize + n
+    if (size > this.maxMessageSize) {
+      return new MessageTooBigError({ reason: "message too big", limit: this.maxMessageSize })
+    }
+    if (this.msgSize === 0) {
+      this.msgView = buf.subarray(start, end)
+      this.msgSize = n
+      return undefined
+    }
+    let acc = this.msgBuf
+    if (acc === undefined || acc.length < size) {
+      const wanted = this.msgFragments === 1 && !this.msgCompressed && this.frameFin
+        ? this.frameLength
+        : Math.max(size, acc === undefined ? 2 * size : 2 * acc.length)
+      const next = Buffer.allocUnsafe(Math.min(Math.max(wanted, size), this.maxMessageSize))
+      if (acc === undefined) this.msgView!.copy(next, 0)
+      else acc.copy(next, 0, 0, this.msgSize)
+      this.msgView = undefined
+      this.msgBuf = acc = next
+    }
+    buf.copy(acc, this.msgSize, start, end)
+    this.msgSize = size
+    return undefined
+  }
+
+  private onControl(op: number): ProtocolError | undefined {
+    const len = this.controlLength
+    if (op === Opcode.Ping) {
+      const data = Buffer.from(this.control.subarray(0, len))
+      if (this._state === ConnectionState.Open) this.writeFrame(Opcode.Pong, false, data)
+      this.events.push({ _tag: "Ping", data })
+      return undefined
+    }
+    if (op === Opcode.Pong) {
+      this.events.push({ _tag: "Pong", data: Buffer.from(this.control.subarray(0, len)) })
+      return undefined
+    }
+    // Close (RFC 6455 §5.5.1, §7.1.5, §7.4)
+    let code = 1005
+    let reason = ""
+    if (len === 1) return new ProtocolViolationError({ reason: "close frame with a 1-byte payload" })
+    if (len >= 2) {
+      code = this.control.readUInt16BE(0)
+      if (!isValidCloseCode(code)) return new ProtocolViolationError({ reason: `invalid close code ${code}` })
+      const bytes = this.control.subarray(2, len)
+      if (!isUtf8(bytes)) return new InvalidPayloadError({ reason: "close reason is not UTF-8" })
+      reason = bytes.toString("utf8")
+    }
+    this._closeReceived = { code, reason }
+    this.decoder.stop()
+    this.releaseMessage()
+    if (this._state === ConnectionState.Open) {
+      // Echo the peer's code (§5.5.1); an empty Close is answered with an empty one.
+      this.queueClose(code === 1005 ? undefined : code, "")
+    }
+    this._state = ConnectionState.Closed
+    if (this.role === "server") this._closeTransport = true
+    this.events.push({ _tag: "Close", code, reason })
+    return undefined
+  }
+
+  /**
+   * Fails the connection (§7.1.7): queues a Close with the error's code (when still OPEN),
+   * discards all later input and asks for the transport to close.
+   */
+  fail(error: ProtocolError): void {
+    if (this._failure !== undefined) return
+    this._failure = error
+    this.decoder.stop()
+    this.releaseMessage()
+    if (this._state === ConnectionState.Open) this.queueClose(error.closeCode, error.reason)
+    this._state = ConnectionState.Closed
+    this._closeTransport = true
+  }
+
+  // ---------------------------------------------------------------- output
+
+  /**
+   * Queues a text message. With permessage-deflate negotiated, it is compressed unless
+   * `compress` is false or it is under the threshold.
+   */
+  sendText(text: string, compress = true): InvalidSendError | undefined {
+    if (this._state !== ConnectionState.Open) return this.notOpen()
+    const c = this.compression
+    const length = Buffer.byteLength(text, "utf8")
+    if (c !== undefined && compress && c.shouldCompress(length)) {
+      this.writeFrame(Opcode.Text, true, c.compress(Buffer.from(text, "utf8")))
+    } else if (length <= COPY_LIMIT && this.role === "server") {
+      const hl = headerLength(length, false)
+      this.reserve(hl + length)
+      const pos = writeHeader(this.slab, this.slabPos, true, false, Opcode.Text, length, undefined)
+      this.slab.write(text, pos, length, "utf8")
+      this.slabPos = pos + length
+      this.outBytes += hl + length
+    } else {
+      this.writeFrame(Opcode.Text, false, Buffer.from(text, "utf8"))
+    }
+    return undefined
+  }
+
+  /**
+   * Queues a binary message. Large payloads are not copied: do not modify `data` until
+   * it has been written.
+   */
+  sendBinary(data: Uint8Array, compress = true): InvalidSendError | undefined {
+    if (this._state !== ConnectionState.Open) return this.notOpen()
+    const c = this.compression
+    if (c !== undefined && compress && c.shouldCompress(data.length)) {
+      this.writeFrame(Opcode.Binary, true, c.compress(data))
+    } else {
+      this.writeFrame(Opcode.Binary, false, data)
+    }
+    return undefined
+  }
+
+  /** Queues a Ping (payload at most 125 bytes). */
+  sendPing(data: Uint8Array = EMPTY): InvalidSendError | undefined {
+    return this.sendControl(Opcode.Ping, data)
+  }
+
+  /** Queues an unsolicited Pong (a heartbeat; pings are answered automatically). */
+  sendPong(data: Uint8Array = EMPTY): InvalidSendError | undefined {
+    return this.sendControl(Opcode.Pong, data)
+  }
+
+  private sendControl(op: number, data: Uint8Array): InvalidSendError | undefined {
+    if (this._state !== ConnectionState.Open) return this.notOpen()
+    if (data.length > 125) return new InvalidSendError({ reason: "control frame payload over 125 bytes" })
+    this.writeFrame(op, false, data)
+    return undefined
+  }
+
+  /**
+   * Starts the closing handshake (§7.1.2). The code must be one an endpoint may send and
+   * the reason at most 123 bytes of UTF-8; otherwise nothing is sent.
+   */
+  sendClose(code = 1000, reason = ""): InvalidSendError | undefined {
+    if (this._state !== ConnectionState.Open) return this.notOpen()
+    if (!isValidCloseCode(code)) return new InvalidSendError({ reason: `close code ${code} may not be sent` })
+    if (Buffer.byteLength(reason, "utf8") > MAX_CLOSE_REASON) {
+      return new InvalidSendError({ reason: "close reason over 123 bytes" })
+    }
+    this.queueClose(code, reason)
+    this._state = ConnectionState.Closing
+    return undefined
+  }
+
+  private queueClose(code: number | undefined, reason: string): void {
+    if (code === undefined) {
+      this._closeSent = { code: 1005, reason: "" }
+      this.writeFrame(Opcode.Close, false, EMPTY)
+      return
+    }
+    const text = truncateReason(reason)
+    const payload = Buffer.allocUnsafe(2 + text.length)
+    payload.writeUInt16BE(code, 0)
+    text.copy(payload, 2)
+    this._closeSent = { code, reason: text.toString("utf8") }
+    this.writeFrame(Opcode.Close, false, payload)
+  }
+
+  private notOpen(): InvalidSendError {
+    return new InvalidSendError({ reason: `connection is ${this._state}` })
+  }
+
+  /** Takes the bytes to write, in order, as one batch (write them with one cork/writev). */
+  dataToSend(): Array<Uint8Array> {
+    this.flushSegment()
+    const out = this.out
+    if (out.length === 0) return out
+    this.out = []
+    this.outBytes = 0
+    return out
+  }
+
+  private writeFrame(op: number, rsv1: boolean, payload: Uint8Array): void {
+    const length = payload.length
+    const mask = this.role === "client" ? randomMask() : undefined
+    const hl = headerLength(length, mask !== undefined)
+    this.outBytes += hl + length
+    if (length <= COPY_LIMIT) {
+      this.reserve(hl + length)
+      const pos = writeHeader(this.slab, this.slabPos, true, rsv1, op, length, mask)
+      this.slab.set(payload, pos)
+      if (mask !== undefined) applyMask(this.slab, pos, pos + length, mask, 0)
+      this.slabPos = pos + length
+      return
+    }
+    this.reserve(hl)
+    this.slabPos = writeHeader(this.slab, this.slabPos, true, rsv1, op, length, mask)
+    this.flushSegment()
+    if (mask === undefined) {
+      this.out.push(payload)
+    } else {
+      const copy = Buffer.from(payload)
+      applyMask(copy, 0, length, mask, 0)
+      this.out.push(copy)
+    }
+  }
+
+  /**
+   * Makes room for `n` contiguous bytes in the output slab. Bytes already handed out are
+   * never overwritten: a full slab is replaced, not reused.
+   */
+  private reserve(n: number): void {
+    if (this.slabPos + n <= this.slab.length) return
+    this.flushSegment()
+    this.slab = Buffer.allocUnsafe(n > SLAB_SIZE ? n : SLAB_SIZE)
+    this.slabPos = 0
+    this.segStart = 0
+  }
+
+  private flushSegment(): void {
+    if (this.slabPos > this.segStart) {
+      this.out.push(this.slab.subarray(this.segStart, this.slabPos))
+      this.segStart = this.slabPos
+    }
+  }
+
+  /** Frees compression contexts. Call when the transport is gone. */
+  dispose(): void {
+    this.decoder.stop()
+    this.releaseMessage()
+    this.compression?.close()
+  }
+}

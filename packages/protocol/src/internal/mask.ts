@@ -1,0 +1,40 @@
+/**
+ * XORs `buf[start, end)` with the 4-byte `mask`, starting at mask position `offset`
+ * (RFC 6455 §5.3). In place. Bytes that are 4-aligned in memory go a word at a time.
+ * Returns the mask position after the last byte.
+ */
+export const applyMask = (
+  buf: Uint8Array,
+  start: number,
+  end: number,
+  mask: Uint8Array,
+  offset: number
+): number => {
+  let i = start
+  let k = offset & 3
+  if (end - start >= 32) {
+    let head = (4 - ((buf.byteOffset + i) & 3)) & 3
+    while (head-- > 0) {
+      buf[i++]! ^= mask[k]!
+      k = (k + 1) & 3
+    }
+    const words = (end - i) >>> 2
+    // Little-endian word whose bytes are the mask rotated to position k.
+    const w =
+      mask[k]! | (mask[(k + 1) & 3]! << 8) | (mask[(k + 2) & 3]! << 16) | (mask[(k + 3) & 3]! << 24)
+    const view = new Int32Array(buf.buffer, buf.byteOffset + i, words)
+    for (let j = 0; j < words; j++) view[j]! ^= w
+    i += words << 2
+  }
+  for (; i < end; i++) {
+    buf[i]! ^= mask[k]!
+    k = (k + 1) & 3
+  }
+  return k
+}
+
+const IS_LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1
+if (!IS_LITTLE_ENDIAN) {
+  // The word-wide path above assumes little-endian memory, as on every platform Node runs.
+  throw new Error("@effect-websocket/protocol requires a little-endian platform")
+}

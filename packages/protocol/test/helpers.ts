@@ -1,0 +1,59 @@
+import { encodeFrame } from "../src/Frame.js"
+import { Connection } from "../src/Connection.js"
+import type { ConnectionEvent, ConnectionOptions } from "../src/Connection.js"
+
+export const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ""), "hex")
+
+const MASK = Uint8Array.of(0x37, 0xfa, 0x21, 0x3d)
+
+/** A client frame (masked unless told otherwise), as one buffer. */
+export const frame = (
+  opcode: number,
+  payload: Uint8Array | string = "",
+  options: { fin?: boolean; rsv1?: boolean; mask?: Uint8Array | false } = {}
+): Buffer => {
+  const bytes = typeof payload === "string" ? Buffer.from(payload, "utf8") : payload
+  const [h, p] = encodeFrame(opcode, bytes, {
+    fin: options.fin ?? true,
+    rsv1: options.rsv1 ?? false,
+    ...(options.mask === false ? {} : { mask: options.mask ?? MASK })
+  })
+  return Buffer.concat([h, p])
+}
+
+export const closePayload = (code: number, reason: string | Uint8Array = ""): Buffer => {
+  const r = typeof reason === "string" ? Buffer.from(reason, "utf8") : Buffer.from(reason)
+  const b = Buffer.alloc(2 + r.length)
+  b.writeUInt16BE(code, 0)
+  r.copy(b, 2)
+  return b
+}
+
+/** Feeds `chunks` to a fresh server connection and returns what came out. */
+export const run = (chunks: ReadonlyArray<Uint8Array>, options: ConnectionOptions = {}) => {
+  const c = new Connection(options)
+  const events: Array<ConnectionEvent> = []
+  for (const chunk of chunks) {
+    // the decoder unmasks in place: give it its own copy, as a socket would
+    c.receiveData(Buffer.from(chunk))
+    events.push(...c.eventsReceived())
+  }
+  return { connection: c, events, sent: Buffer.concat(c.dataToSend()) }
+}
+
+/** Splits `bytes` at the given cut points (sorted, deduplicated, in range). */
+export const splitAt = (bytes: Uint8Array, cuts: ReadonlyArray<number>): Array<Uint8Array> => {
+  const points = [...new Set(cuts.map((c) => Math.max(0, Math.min(bytes.length, c))))].sort((a, b) => a - b)
+  const out: Array<Uint8Array> = []
+  let prev = 0
+  for (const p of points) {
+    if (p > prev) out.push(bytes.subarray(prev, p))
+    prev = p
+  }
+  if (prev < bytes.length) out.push(bytes.subarray(prev))
+  return out
+}
+
+/** Events in a comparable form (Buffers as hex). */
+export const plain = (events: ReadonlyArray<ConnectionEvent>) =>
+  events.map((e) => ("data" in e && typeof e.data !== "string" ? { ...e, data: Buffer.from(e.data).toString("hex") } : e))
