@@ -248,6 +248,35 @@ describe("RFC 6455 §7 closing", () => {
     assert.isTrue(c.closeTransport)
   })
 
+  it("deferClose holds the Close reply back so earlier messages can still be answered", () => {
+    const c = new Connection({ deferClose: true })
+    c.receiveData(Buffer.concat([frame(Opcode.Text, "hello"), frame(Opcode.Close, closePayload(1000))]))
+    assert.deepStrictEqual(c.eventsReceived().map((e) => e._tag), ["Text", "Close"])
+    assert.isTrue(c.closeOwed)
+    assert.isTrue(c.closeExpected)
+    assert.isFalse(c.closeTransport)
+    assert.deepStrictEqual(c.dataToSend(), [])
+    assert.strictEqual(c.sendText("hello"), undefined)
+    c.sendOwedClose()
+    assert.strictEqual(Buffer.concat(c.dataToSend()).toString("hex"), "810568656c6c6f880203e8")
+    assert.isTrue(c.closeTransport)
+    assert.strictEqual(c.state, "CLOSED")
+    assert.strictEqual(c.sendText("late")?._tag, "InvalidSendError")
+  })
+
+  it("deferClose also holds back the Close of a failure (Autobahn 4.1.3 strict: echo first)", () => {
+    const c = new Connection({ deferClose: true })
+    const err = c.receiveData(Buffer.concat([frame(Opcode.Text, "hi"), frame(5, ""), frame(Opcode.Ping, "")]))
+    assert.strictEqual(err?.closeCode, 1002)
+    assert.deepStrictEqual(c.eventsReceived(), [{ _tag: "Text", data: "hi" }])
+    c.sendText("hi")
+    c.sendOwedClose()
+    const out = Buffer.concat(c.dataToSend())
+    assert.strictEqual(out.subarray(0, 4).toString("hex"), "81026869")
+    assert.strictEqual(out[4], 0x88)
+    assert.strictEqual(out.readUInt16BE(6), 1002)
+  })
+
   it("refuses a close reason over 123 bytes and codes that may not be sent", () => {
     const c = new Connection()
     assert.strictEqual(c.sendClose(1000, "x".repeat(124))?._tag, "InvalidSendError")

@@ -52,6 +52,14 @@ export interface ConnectionOptions {
   readonly maxFragments?: number
   /** Negotiated permessage-deflate, if any. */
   readonly compression?: MessageCompression | undefined
+  /**
+   * Hold back the Close frame owed to the peer (the reply to its Close, or the Close of a
+   * failure) until `sendOwedClose()` is called, so that an application that handles
+   * messages asynchronously can still answer the messages that came before it (RFC 6455
+   * §5.5.1 lets an endpoint finish sending its current messages first). Sends stay allowed
+   * meanwhile; input is already discarded. Default false: the Close is queued at once.
+   */
+  readonly deferClose?: boolean
 }
 
 export const ConnectionState = { Open: "OPEN", Closing: "CLOSING", Closed: "CLOSED" } as const
@@ -99,6 +107,8 @@ export class Connection implements FrameSink {
   readonly maxFragments: number
   private readonly decoder: FrameDecoder
   private readonly compression: MessageCompression | undefined
+  private readonly deferClose: boolean
+  private owed: { readonly code: number | undefined; readonly reason: string } | undefined = undefined
 
   private _state: ConnectionState = ConnectionState.Open
   private _failure: ProtocolError | undefined = undefined
@@ -137,6 +147,7 @@ export class Connection implements FrameSink {
     this.maxMessageSize = options.maxMessageSize ?? DEFAULT_MAX_MESSAGE
     this.maxFragments = options.maxFragments ?? DEFAULT_MAX_FRAGMENTS
     this.compression = options.compression
+    this.deferClose = options.deferClose ?? false
     this.decoder = new FrameDecoder(this, {
       role: this.role,
       maxFrameSize: options.maxFrameSize ?? this.maxMessageSize,
@@ -184,7 +195,22 @@ export class Connection implements FrameSink {
 
   /** True when the connection is closing: the I/O layer should arm its close timeout. */
   get closeExpected(): boolean {
-    return this._state !== ConnectionState.Open
+    return this._state !== ConnectionState.Open || this.owed !== undefined
+  }
+
+  /** True while a Close frame is owed to the peer and held back (`deferClose`). */
+  get closeOwed(): boolean {
+    return this.owed !== undefined
+  }
+
+  /** Sends the Close frame held back by `deferClose`, and closes. No-op when none is owed. */
+  sendOwedClose(): void {
+    const owed = this.owed
+    if (owed === undefined) return
+    this.owed = undefined
+    this.queueClose(owed.code, owed.reason)
+    this._state = ConnectionState.Closed
+    if (this.role === "server" || this._failure !== undefined) this._closeTransport = true
   }
 
   /** Bytes queued for writing and not yet taken by `dataToSend()`. */
@@ -208,6 +234,7 @@ export class Connection implements FrameSink {
   /** The peer closed its side of TCP. Anything after this is an abnormal closure (1006) unless closed. */
   receiveEof(): void {
     this._eofReceived = true
+    this.owed = undefined
     this.decoder.stop()
     if (this._state !== ConnectionState.Closed) this._state = ConnectionState.Closed
     this._closeTransport = true
@@ -366,13 +393,15 @@ export class Connection implements FrameSink {
     this._closeReceived = { code, reason }
     this.decoder.stop()
     this.releaseMessage()
+    this.events.push({ _tag: "Close", code, reason })
     if (this._state === ConnectionState.Open) {
       // Echo the peer's code (§5.5.1); an empty Close is answered with an empty one.
-      this.queueClose(code === 1005 ? undefined : code, "")
+      this.owed = { code: code === 1005 ? undefined : code, reason: "" }
+      if (!this.deferClose) this.sendOwedClose()
+      return undefined
     }
     this._state = ConnectionState.Closed
     if (this.role === "server") this._closeTransport = true
-    this.events.push({ _tag: "Close", code, reason })
     return undefined
   }
 
@@ -385,7 +414,11 @@ export class Connection implements FrameSink {
     this._failure = error
     this.decoder.stop()
     this.releaseMessage()
-    if (this._state === ConnectionState.Open) this.queueClose(error.closeCode, error.reason)
+    if (this._state === ConnectionState.Open && this.owed === undefined) {
+      this.owed = { code: error.closeCode, reason: error.reason }
+      if (!this.deferClose) this.sendOwedClose()
+      return
+    }
     this._state = ConnectionState.Closed
     this._closeTransport = true
   }
@@ -452,6 +485,10 @@ export class Connection implements FrameSink {
    * the reason at most 123 bytes of UTF-8; otherwise nothing is sent.
    */
   sendClose(code = 1000, reason = ""): InvalidSendError | undefined {
+    if (this.owed !== undefined) {
+      this.sendOwedClose()
+      return undefined
+    }
     if (this._state !== ConnectionState.Open) return this.notOpen()
     if (!isValidCloseCode(code)) return new InvalidSendError({ reason: `close code ${code} may not be sent` })
     if (Buffer.byteLength(reason, "utf8") > MAX_CLOSE_REASON) {
