@@ -55,5 +55,5 @@ export const splitAt = (bytes: Uint8Array, cuts: ReadonlyArray<number>): Array<U
 }
 
 /** Events in a comparable form (Buffers as hex). */
-export const plain = (events: ReadonlyArray<ConnectionEvent>) =>
+export const plain = (events: ReadonlyArray<ConnectionEvent>): Array<unknown> =>
   events.map((e) => ("data" in e && typeof e.data !== "string" ? { ...e, data: Buffer.from(e.data).toString("hex") } : e))
