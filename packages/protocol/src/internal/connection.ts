@@ -1,5 +1,6 @@
 import { isUtf8 } from "node:buffer"
 import {
+  InternalError,
   InvalidPayloadError,
   InvalidSendError,
   MessageTooBigError,
@@ -35,7 +36,7 @@ export interface MessageCompression {
     data: Uint8Array,
     fin: boolean,
     maxBytes: number
-  ): Buffer | MessageTooBigError | InvalidPayloadError
+  ): Buffer | MessageTooBigError | InvalidPayloadError | InternalError
   compress(data: Uint8Array): Buffer
   shouldCompress(byteLength: number): boolean
   close(): void

@@ -1,0 +1,83 @@
+/**
+ * The server side of the WebSocket opening handshake (RFC 6455 §4.2), sans I/O.
+ *
+ * 1. Feed the socket's bytes to a {@link RequestParser} until it returns the
+ *    request head (or a `HandshakeError`: 400 malformed, 431 too large). Keep
+ *    `rest`: those bytes are the first frames.
+ * 2. {@link validateUpgrade} applies the RFC 6455 §4.2.1 rules and parses
+ *    `Sec-WebSocket-Protocol` / `Sec-WebSocket-Extensions`. It also accepts a
+ *    `node:http` `IncomingMessage`.
+ * 3. Write {@link acceptResponse} (101 with `Sec-WebSocket-Accept`) or
+ *    {@link rejectResponse} (any `HandshakeError`, or your own 403/404/503) and close.
+ *
+ * ```ts
+ * import { HandshakeError } from "@effect-websocket/protocol/Errors"
+ * import * as Handshake from "@effect-websocket/protocol/Handshake"
+ *
+ * const parser = new Handshake.RequestParser()
+ * const onData = (chunk: Uint8Array) => {
+ *   const parsed = parser.push(chunk)
+ *   if (parsed === undefined) return // need more bytes
+ *   if (parsed instanceof HandshakeError) return write(Handshake.rejectResponse(parsed)) // then close
+ *   const upgrade = Handshake.validateUpgrade(parsed.request)
+ *   if (upgrade instanceof HandshakeError) return write(Handshake.rejectResponse(upgrade))
+ *   write(Handshake.acceptResponse({ key: upgrade.key }))
+ *   startFrames(parsed.rest)
+ * }
+ * ```
+ *
+ * Header values are decoded as latin1. Nothing here throws on peer bytes; the
+ * response builders throw only on invalid arguments from the application
+ * (header injection, a non-token subprotocol, an unsupported status).
+ *
+ * @since 0.1.0
+ */
+export {
+  /**
+   * `Sec-WebSocket-Accept` for a key: base64(SHA-1(key + GUID)) (RFC 6455 §1.3).
+   *
+   * @since 0.1.0
+   * @category constructors
+   */
+  acceptKey,
+  /**
+   * The complete `101 Switching Protocols` response bytes.
+   *
+   * @since 0.1.0
+   * @category constructors
+   */
+  acceptResponse,
+  /**
+   * A complete HTTP/1.1 refusal with `Connection: close`; `rejectResponse(error)`
+   * works for a `HandshakeError`.
+   *
+   * @since 0.1.0
+   * @category constructors
+   */
+  rejectResponse,
+  /**
+   * Incremental, linear-time HTTP/1.1 request-head parser with size limits.
+   *
+   * @since 0.1.0
+   * @category parsing
+   */
+  RequestParser,
+  /**
+   * RFC 6455 §4.2.1 validation of an upgrade request.
+   *
+   * @since 0.1.0
+   * @category validation
+   */
+  validateUpgrade
+} from "./internal/handshake.js"
+
+export type {
+  AcceptOptions,
+  RawRequest,
+  RejectOptions,
+  RequestComplete,
+  RequestParseResult,
+  RequestParserLimits,
+  UpgradeRequest,
+  UpgradeRequestInput
+} from "./internal/handshake.js"

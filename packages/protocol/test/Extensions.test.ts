@@ -1,0 +1,253 @@
+import { assert, describe, it } from "@effect/vitest"
+import { FastCheck as fc } from "effect"
+import { HandshakeError } from "../src/Errors.js"
+import * as Extensions from "../src/Extensions.js"
+
+const offers = (value: string): ReadonlyArray<Extensions.ExtensionOffer> => {
+  const result = Extensions.parseExtensions(value)
+  if (result instanceof HandshakeError) return assert.fail(`expected offers for ${JSON.stringify(value)}, got ${result.message}`)
+  return result
+}
+
+const protocols = (value: string): ReadonlyArray<string> => {
+  const result = Extensions.parseProtocols(value)
+  if (result instanceof HandshakeError) return assert.fail(`expected protocols for ${JSON.stringify(value)}, got ${result.message}`)
+  return result
+}
+
+const assertBadRequest = (result: unknown): void => {
+  if (!(result instanceof HandshakeError)) return assert.fail(`expected HandshakeError 400, got ${JSON.stringify(result)}`)
+  assert.strictEqual(result.status, 400)
+  assert.strictEqual(result.headers, undefined)
+}
+
+const p = (name: string, value?: string): Extensions.ExtensionParam => ({ name, value })
+
+describe("RFC 6455 §9.1: Sec-WebSocket-Extensions grammar", () => {
+  it("a single extension without parameters", () => {
+    assert.deepStrictEqual(offers("permessage-deflate"), [{ name: "permessage-deflate", params: [] }])
+  })
+
+  it("several offers of the same extension keep their order (RFC 7692 §5 example)", () => {
+    assert.deepStrictEqual(
+      offers(
+        "permessage-deflate; client_max_window_bits; server_max_window_bits=10, permessage-deflate; client_max_window_bits"
+      ),
+      [
+        {
+          name: "permessage-deflate",
+          params: [p("client_max_window_bits"), p("server_max_window_bits", "10")]
+        },
+        { name: "permessage-deflate", params: [p("client_max_window_bits")] }
+      ]
+    )
+  })
+
+  it("different extensions, token values and parameters without values", () => {
+    assert.deepStrictEqual(offers("foo, bar; baz=2;qux, x-webkit-deflate-frame"), [
+      { name: "foo", params: [] },
+      { name: "bar", params: [p("baz", "2"), p("qux")] },
+      { name: "x-webkit-deflate-frame", params: [] }
+    ])
+  })
+
+  it("optional whitespace (SP and HTAB) around `,`, `;` and `=`", () => {
+    assert.deepStrictEqual(offers(" \tfoo \t; \ta \t= \t1 \t;b\t,\tbar\t"), [
+      { name: "foo", params: [p("a", "1"), p("b")] },
+      { name: "bar", params: [] }
+    ])
+  })
+
+  it("quoted values are unquoted", () => {
+    assert.deepStrictEqual(offers("foo; a=\"10\"; b = \"x-y\""), [
+      { name: "foo", params: [p("a", "10"), p("b", "x-y")] }
+    ])
+  })
+
+  it("quoted-pair escapes are removed", () => {
+    assert.deepStrictEqual(offers("foo; a=\"1\\0\"; b=\"\\a\\b\\c\""), [
+      { name: "foo", params: [p("a", "10"), p("b", "abc")] }
+    ])
+  })
+
+  it("separators inside a quoted value, escaped or not, are not a token: 400", () => {
+    assertBadRequest(Extensions.parseExtensions("foo; a=\"x,y\""))
+    assertBadRequest(Extensions.parseExtensions("foo; a=\"x\\,y\""))
+  })
+
+  it("RFC 7230 §7: empty list elements are ignored", () => {
+    assert.deepStrictEqual(offers(", foo ,, , bar,"), [
+      { name: "foo", params: [] },
+      { name: "bar", params: [] }
+    ])
+    assert.deepStrictEqual(offers(""), [])
+    assert.deepStrictEqual(offers(" , \t,"), [])
+  })
+
+  it("names and values are kept as sent (case-sensitive)", () => {
+    assert.deepStrictEqual(offers("PerMessage-Deflate; A=B"), [{ name: "PerMessage-Deflate", params: [p("A", "B")] }])
+  })
+
+  describe("malformed values are 400", () => {
+    const cases: ReadonlyArray<readonly [string, string]> = [
+      ["a lone semicolon", ";"],
+      ["parameters without a name", "; a=1"],
+      ["empty parameter name (`;;`)", "foo;;a"],
+      ["trailing semicolon", "foo;"],
+      ["empty parameter name before `=`", "foo; =1"],
+      ["`=` without a value", "foo; a="],
+      ["`=` without a value before a comma", "foo; a=, bar"],
+      ["double `=`", "foo; a==1"],
+      ["value with a space", "foo; a=1 2"],
+      ["name with a space", "foo bar"],
+      ["separator in a name", "foo/bar"],
+      ["`@` in a name", "f@o"],
+      ["non-ASCII in a name", "d\u00e9flate"],
+      ["NUL", "foo\u0000"],
+      ["CR LF", "foo\r\n; a"],
+      ["unterminated quoted value", "foo; a=\"10"],
+      ["unterminated quote at the end", "foo; a=\""],
+      ["escape at the end", "foo; a=\"1\\"],
+      ["empty quoted value", "foo; a=\"\""],
+      ["space in a quoted value", "foo; a=\"1 0\""],
+      ["escaped quote makes a non-token", "foo; a=\"\\\"\""],
+      ["text after a quoted value", "foo; a=\"1\"2"],
+      ["quoted extension name", "\"foo\""],
+      ["quoted parameter name", "foo; \"a\"=1"],
+      ["comma then semicolon", "foo, ;a"]
+    ]
+    for (const [name, value] of cases) {
+      it(name, () => {
+        assertBadRequest(Extensions.parseExtensions(value))
+      })
+    }
+  })
+
+  it("__proto__ and constructor are plain data", () => {
+    const result = offers("__proto__; __proto__=constructor; constructor, constructor; prototype=\"__proto__\"")
+    assert.deepStrictEqual(result, [
+      { name: "__proto__", params: [p("__proto__", "constructor"), p("constructor")] },
+      { name: "constructor", params: [p("prototype", "__proto__")] }
+    ])
+    assert.isTrue(Array.isArray(result))
+    assert.strictEqual(Object.getPrototypeOf(result[0]), Object.prototype)
+    assert.deepStrictEqual(Object.keys(result[0]), ["name", "params"])
+    assert.strictEqual(({} as Record<string, unknown>)["constructor"], Object)
+  })
+
+  describe("linear time on adversarial input (results asserted, not timing)", () => {
+    it("100 KB of spaces", () => {
+      assert.deepStrictEqual(offers(" ".repeat(100_000)), [])
+    })
+    it("100 KB of commas", () => {
+      assert.deepStrictEqual(offers(",".repeat(100_000)), [])
+    })
+    it("an unclosed quoted string of 100 KB", () => {
+      assertBadRequest(Extensions.parseExtensions("foo; a=\"" + "x".repeat(100_000)))
+    })
+    it("an unclosed quoted string of 50,000 escapes", () => {
+      assertBadRequest(Extensions.parseExtensions("foo; a=\"" + "\\x".repeat(50_000)))
+    })
+    it("a closed quoted string of 50,000 escapes", () => {
+      const result = offers("foo; a=\"" + "\\x".repeat(50_000) + "\"")
+      assert.strictEqual(result[0].params[0].value, "x".repeat(50_000))
+    })
+    it("20,000 offers and 20,000 parameters", () => {
+      assert.strictEqual(offers("a, ".repeat(20_000)).length, 20_000)
+      assert.strictEqual(offers("a" + "; b".repeat(20_000))[0].params.length, 20_000)
+    })
+    it("many spaces before a bad character", () => {
+      assertBadRequest(Extensions.parseExtensions("foo;" + " ".repeat(100_000) + "@"))
+      assertBadRequest(Extensions.parseExtensions("foo; a =" + " \t".repeat(50_000)))
+    })
+  })
+})
+
+describe("formatExtension", () => {
+  it("writes a token-only offer as is", () => {
+    assert.strictEqual(
+      Extensions.formatExtension({
+        name: "permessage-deflate",
+        params: [p("server_no_context_takeover"), p("client_max_window_bits", "10")]
+      }),
+      "permessage-deflate; server_no_context_takeover; client_max_window_bits=10"
+    )
+    assert.strictEqual(Extensions.formatExtension({ name: "x", params: [] }), "x")
+  })
+
+  it("quotes values only when they are not tokens, escaping `\"` and `\\`", () => {
+    assert.strictEqual(
+      Extensions.formatExtension({ name: "x", params: [p("a", "b c"), p("d", "e\"f\\g"), p("h", ""), p("i", "j")] }),
+      "x; a=\"b c\"; d=\"e\\\"f\\\\g\"; h=\"\"; i=j"
+    )
+  })
+
+  const tokenChar = fc.constantFrom(..."!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+  const token = fc.array(tokenChar, { minLength: 1, maxLength: 10 }).map((cs) => cs.join(""))
+  const offer = fc.record({
+    name: token,
+    params: fc.array(fc.record({ name: token, value: fc.option(token, { nil: undefined }) }), { maxLength: 5 })
+  })
+
+  it.prop(
+    "parseExtensions inverts formatExtension for token offers",
+    [fc.array(offer, { minLength: 1, maxLength: 4 })],
+    ([list]) => {
+      assert.deepStrictEqual(offers(list.map(Extensions.formatExtension).join(", ")), list)
+    },
+    { fastCheck: { numRuns: 1000 } }
+  )
+})
+
+describe("RFC 6455 §4.1 item 10: Sec-WebSocket-Protocol", () => {
+  it("a comma-separated list of tokens in order", () => {
+    assert.deepStrictEqual(protocols("chat, superchat"), ["chat", "superchat"])
+    assert.deepStrictEqual(protocols("v2.json.example.com"), ["v2.json.example.com"])
+  })
+
+  it("OWS and empty elements are ignored; case is kept", () => {
+    assert.deepStrictEqual(protocols(" \t,Chat ,\t, superchat,"), ["Chat", "superchat"])
+    assert.deepStrictEqual(protocols(""), [])
+    assert.deepStrictEqual(protocols(",".repeat(100_000)), [])
+    assert.deepStrictEqual(protocols(" ".repeat(100_000)), [])
+  })
+
+  it("__proto__ is a plain string", () => {
+    assert.deepStrictEqual(protocols("__proto__, constructor"), ["__proto__", "constructor"])
+  })
+
+  for (const value of ["chat superchat", "chat;q=1", "a/b", "\"chat\"", "chat\u00e9", "a,\u0000", "a," + " ".repeat(100_000) + "@"]) {
+    it(`${JSON.stringify(value.slice(0, 20))} is 400`, () => {
+      assertBadRequest(Extensions.parseProtocols(value))
+    })
+  }
+})
+
+describe("properties: the parsers never throw", () => {
+  const grammarPiece = fc.oneof(
+    fc.constantFrom(",", ";", "=", "\"", "\\", " ", "\t", "a", "b1", "x-y", "__proto__", "\u00e9", "\u0000", "\r\n"),
+    fc.string({ maxLength: 3 })
+  )
+  const grammarString = fc.array(grammarPiece, { maxLength: 30 }).map((ps) => ps.join(""))
+  const anyString = fc.oneof(grammarString, fc.string({ unit: "binary", maxLength: 60 }))
+
+  const check = (result: unknown) => {
+    if (result instanceof HandshakeError) assert.strictEqual(result.status, 400)
+    else assert.isTrue(Array.isArray(result))
+  }
+
+  it.prop("parseExtensions returns offers or a 400 for any string", [anyString], ([value]) => {
+    const result = Extensions.parseExtensions(value)
+    check(result)
+    if (!(result instanceof HandshakeError)) {
+      // whatever parsed re-formats and re-parses to the same offers
+      assert.deepStrictEqual(offers(result.map(Extensions.formatExtension).join(", ")), result)
+    }
+  }, { fastCheck: { numRuns: 1000 } })
+
+  it.prop("parseProtocols returns tokens or a 400 for any string", [anyString], ([value]) => {
+    const result = Extensions.parseProtocols(value)
+    check(result)
+    if (!(result instanceof HandshakeError)) assert.strictEqual(protocols(result.join(",")).join(","), result.join(","))
+  }, { fastCheck: { numRuns: 1000 } })
+})

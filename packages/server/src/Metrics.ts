@@ -1,0 +1,51 @@
+/**
+ * Effect metrics of the server. Updated in batches from the reader and writer (never one
+ * Effect per frame); read them with `Metric.value` or any Effect metrics exporter.
+ *
+ * @since 0.1.0
+ */
+import { Metric, MetricBoundaries } from "effect"
+
+/** @since 0.1.0 @category metrics */
+export const connectionsOpen = Metric.gauge("websocket_connections_open", {
+  description: "WebSocket connections currently open"
+})
+/** @since 0.1.0 @category metrics */
+export const connectionsTotal = Metric.counter("websocket_connections_total", {
+  description: "WebSocket connections accepted",
+  incremental: true
+})
+/** @since 0.1.0 @category metrics */
+export const handshakesRejected = Metric.counter("websocket_handshakes_rejected_total", {
+  description: "Upgrade requests answered with an HTTP error",
+  incremental: true
+})
+/** @since 0.1.0 @category metrics */
+export const messagesReceived = Metric.counter("websocket_messages_received_total", { incremental: true })
+/** @since 0.1.0 @category metrics */
+export const messagesSent = Metric.counter("websocket_messages_sent_total", { incremental: true })
+/** @since 0.1.0 @category metrics */
+export const bytesReceived = Metric.counter("websocket_bytes_received_total", {
+  description: "Bytes read from sockets after the upgrade",
+  incremental: true
+})
+/** @since 0.1.0 @category metrics */
+export const bytesSent = Metric.counter("websocket_bytes_sent_total", {
+  description: "Bytes handed to sockets after the upgrade",
+  incremental: true
+})
+/** @since 0.1.0 @category metrics */
+export const closeCodes = Metric.frequency("websocket_close_codes", {
+  description: "How connections ended, by close code (1006: no closing handshake)"
+})
+/** @since 0.1.0 @category metrics */
+export const backpressureEvents = Metric.counter("websocket_backpressure_events_total", {
+  description: "Times a sender waited for 'drain' or a reader paused its socket",
+  incremental: true
+})
+/** @since 0.1.0 @category metrics */
+export const pingRoundTrip = Metric.histogram(
+  "websocket_ping_rtt_ms",
+  MetricBoundaries.exponential({ start: 0.25, factor: 2, count: 16 }),
+  "Round trip of pings in milliseconds"
+)

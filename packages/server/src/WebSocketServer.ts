@@ -1,0 +1,112 @@
+/**
+ * The WebSocket server as an Effect service: `make` (scoped) and `layer`.
+ *
+ * ```ts
+ * import { WebSocketServer } from "@effect-websocket/server"
+ * import { Effect, Layer, Stream } from "effect"
+ *
+ * const EchoServer = WebSocketServer.layer({
+ *   port: 8080,
+ *   handler: (ws) => Stream.runForEach(ws.messages, (message) => ws.send(message))
+ * })
+ * ```
+ *
+ * @since 0.1.0
+ */
+import { Context, Effect, Layer } from "effect"
+import type { Scope } from "effect"
+import type * as tls from "node:tls"
+import type { ServerError } from "./Errors.js"
+import type { HandlerOptions, UpgradeAccept, UpgradeInfo } from "./internal/server.js"
+import { listen } from "./internal/server.js"
+import { defaults } from "./internal/options.js"
+
+export type {
+  /** @since 0.1.0 @category models */
+  HandlerOptions,
+  /** @since 0.1.0 @category models */
+  UpgradeAccept,
+  /** @since 0.1.0 @category models */
+  UpgradeInfo
+}
+export type {
+  /** @since 0.1.0 @category models */
+  Limits
+} from "./internal/options.js"
+
+/**
+ * The documented defaults of every limit and timeout (see the README's table).
+ *
+ * @since 0.1.0
+ * @category defaults
+ */
+export const Defaults = defaults
+
+/**
+ * Options of a standalone server.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options<Data, E, R, E2 = never, R2 = never> extends HandlerOptions<Data, E, R, E2, R2> {
+  /** Default "127.0.0.1". */
+  readonly host?: string | undefined
+  /** Default 0: any free port (read it back from `address`). */
+  readonly port?: number | undefined
+  /** Serve wss:// with these `node:tls` options (key, cert, ...). */
+  readonly tls?: tls.TlsOptions | undefined
+  readonly backlog?: number | undefined
+}
+
+/**
+ * A running server.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Service {
+  readonly address: { readonly host: string; readonly port: number }
+  /** `ws://host:port` or `wss://host:port`. */
+  readonly url: string
+  /** Connections currently open. */
+  readonly connections: Effect.Effect<number>
+}
+
+/**
+ * @since 0.1.0
+ * @category tags
+ */
+export class WebSocketServer extends Context.Tag("@effect-websocket/server/WebSocketServer")<
+  WebSocketServer,
+  Service
+>() {}
+
+/**
+ * Starts a server in the current scope. Closing the scope shuts it down gracefully: no
+ * new connections, 1001 to every open one, up to the close timeout for their closing
+ * handshakes, then the rest is destroyed.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = <Data = undefined, E = never, R = never, E2 = never, R2 = never>(
+  options: Options<Data, E, R, E2, R2>
+): Effect.Effect<Service, ServerError, Scope.Scope | R | R2> =>
+  Effect.map(listen(options), ({ address, engine, secure }) => {
+    const host = address.family === "IPv6" ? `[${address.address}]` : address.address
+    return {
+      address: { host: address.address, port: address.port },
+      url: `${secure ? "wss" : "ws"}://${host}:${address.port}`,
+      connections: Effect.sync(() => engine.connections.size)
+    }
+  })
+
+/**
+ * The server as a Layer; its requirements are the handler's and the hook's.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = <Data = undefined, E = never, R = never, E2 = never, R2 = never>(
+  options: Options<Data, E, R, E2, R2>
+): Layer.Layer<WebSocketServer, ServerError, R | R2> => Layer.scoped(WebSocketServer, make(options))

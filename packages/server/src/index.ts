@@ -1,0 +1,14 @@
+/**
+ * @since 0.1.0
+ */
+export * as Errors from "./Errors.js"
+/** @since 0.1.0 */
+export * as Metrics from "./Metrics.js"
+/** @since 0.1.0 */
+export * as WebSocket from "./WebSocket.js"
+/** @since 0.1.0 */
+export * as WebSocketServer from "./WebSocketServer.js"
+/** @since 0.1.0 */
+export * as MessageSchema from "./MessageSchema.js"
+/** @since 0.1.0 */
+export * as SocketInterop from "./SocketInterop.js"

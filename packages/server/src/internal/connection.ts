@@ -1,0 +1,454 @@
+import type { Connection } from "@effect-websocket/protocol/Connection"
+import type { ProtocolError } from "@effect-websocket/protocol/Errors"
+import { Chunk, Deferred, Effect, FiberId, Option, Stream } from "effect"
+import type { Socket } from "node:net"
+import { InternalError, InvalidSendError, PolicyViolationError, WebSocketClosedError } from "../Errors.js"
+import * as Metrics from "../Metrics.js"
+import type { CloseInfo, Message, RequestInfo, SendOptions, WebSocket } from "../WebSocket.js"
+import type { Resolved } from "./options.js"
+
+/** Marks the end of the inbox: the peer's Close, a failure, or the end of the transport. */
+const END: unique symbol = Symbol("end")
+type Item = Message | typeof END
+
+let nextId = 1
+const CLOSED = new WebSocketClosedError({ reason: "connection is not open" })
+
+type Resume<A, E> = (effect: Effect.Effect<A, E>) => void
+
+/**
+ * The I/O glue of one connection: socket events feed the sans-I/O core synchronously
+ * (no Effect per frame); decoded messages go to an inbox that the handler's stream drains
+ * in batches, or straight to a `run` callback; sends append to the core's output, which is
+ * written once per tick (or per socket read) with cork/uncork.
+ */
+export class WsConnection<Data> implements WebSocket<Data> {
+  readonly id = nextId++
+  readonly closedDeferred: Deferred.Deferred<CloseInfo, ProtocolError> = Deferred.unsafeMake(FiberId.none)
+  /** Completes when closing started (any side) or the transport is gone. */
+  readonly closingDeferred: Deferred.Deferred<void> = Deferred.unsafeMake(FiberId.none)
+  /** Completes when the TCP socket is closed. */
+  readonly transportDeferred: Deferred.Deferred<void> = Deferred.unsafeMake(FiberId.none)
+
+  // inbox
+  private items: Array<Item> = []
+  private head = 0
+  private inboxBytes = 0
+  private waiter: Resume<Chunk.Chunk<Message>, Option.Option<ProtocolError>> | undefined = undefined
+  private consumer = false
+  /** A batch was handed out and the consumer has not asked for the next one yet. */
+  private batchOut = false
+  private paused = false
+  private callback: ((m: Message) => unknown) | undefined = undefined
+
+  // writer
+  private flushQueued = false
+  private inReader = false
+  private drainWaiters: Array<() => void> = []
+  private pongWaiters: Array<Resume<number, never>> = []
+  private pingSentAt = 0
+  private transportClosed = false
+
+  // timers state (read by the timers fiber)
+  lastActivity = Date.now()
+  lastPong = Date.now()
+
+  private messagesIn = 0
+  private bytesIn = 0
+
+  constructor(
+    readonly socket: Socket,
+    readonly core: Connection,
+    readonly options: Resolved,
+    readonly request: RequestInfo,
+    readonly protocol: string | undefined,
+    readonly extensions: string | undefined,
+    readonly data: Data
+  ) {
+    this.flushTick = this.flushTick.bind(this)
+    socket.on("data", (chunk: Buffer) => this.onData(chunk))
+    socket.on("end", () => this.onEnd())
+    socket.on("error", () => {}) // 'close' follows; the cause shows as an abnormal closure
+    socket.on("close", () => this.onClose())
+    socket.on("drain", () => this.onDrain())
+  }
+
+  // ------------------------------------------------------------------ reader
+
+  onData(chunk: Buffer): void {
+    this.bytesIn += chunk.length
+    this.inReader = true
+    const core = this.core
+    core.receiveData(chunk)
+    const events = core.eventsReceived()
+    for (let i = 0; i < events.length; i++) {
+      const e = events[i]!
+      switch (e._tag) {
+        case "Text":
+        case "Binary":
+          this.messagesIn++
+          this.deliver(e.data)
+          break
+        case "Pong":
+          this.onPong()
+          break
+        case "Close":
+          if (this.closeInitiator === undefined) this.closeInitiator = "remote"
+          break
+        case "Ping":
+          this.lastPong = Date.now()
+          break
+      }
+    }
+    if (core.failure !== undefined && this.closeInitiator === undefined) this.closeInitiator = "local"
+    if (core.closeExpected) this.onClosing()
+    this.inReader = false
+    this.flush()
+    if (this.inboxBytes > this.options.inboxHighWaterMark && !this.paused) {
+      this.paused = true
+      this.socket.pause()
+      Metrics.backpressureEvents.unsafeUpdate(1, [])
+    }
+    this.wake()
+  }
+
+  private deliver(m: Message): void {
+    this.lastActivity = Date.now()
+    const cb = this.callback
+    if (cb !== undefined) {
+      cb(m)
+      return
+    }
+    this.items.push(m)
+    this.inboxBytes += typeof m === "string" ? m.length : m.byteLength
+  }
+
+  private onClosing(): void {
+    const core = this.core
+    if (core.closeOwed) {
+      if (!this.items.includes(END, this.head)) this.items.push(END)
+      // Reply at once unless a consumer still has messages from before the Close to answer.
+      if (!this.consumer || (this.head === this.items.length - 1 && !this.batchOut)) core.sendOwedClose()
+    } else if (this.items[this.items.length - 1] !== END) {
+      this.items.push(END)
+    }
+    Deferred.unsafeDone(this.closingDeferred, Effect.void)
+  }
+
+  private onEnd(): void {
+    this.core.receiveEof()
+    this.onClosing()
+    this.flush()
+    this.wake()
+  }
+
+  private onClose(): void {
+    if (this.transportClosed) return
+    this.transportClosed = true
+    const core = this.core
+    if (!core.eofReceived) core.receiveEof()
+    if (this.items[this.items.length - 1] !== END) this.items.push(END)
+    const failure = core.failure
+    const received = core.closeReceived
+    const sent = core.closeSent
+    const wasClean = core.closeHandshakeDone
+    const ended = received ?? (wasClean ? sent : undefined)
+    const info: CloseInfo = {
+      code: failure !== undefined ? failure.closeCode : ended?.code ?? 1006,
+      reason: failure !== undefined ? failure.reason : ended?.reason ?? "",
+      wasClean,
+      initiatedBy: this.closeInitiator ?? (sent !== undefined ? "local" : "transport")
+    }
+    Metrics.closeCodes.unsafeUpdate(String(info.code), [])
+    Metrics.messagesReceived.unsafeUpdate(this.messagesIn, [])
+    Metrics.bytesReceived.unsafeUpdate(this.bytesIn, [])
+    core.dispose()
+    Deferred.unsafeDone(
+      this.closedDeferred,
+      failure !== undefined && !this.localFailure ? Effect.fail(failure) : Effect.succeed(info)
+    )
+    Deferred.unsafeDone(this.closingDeferred, Effect.void)
+    Deferred.unsafeDone(this.transportDeferred, Effect.void)
+    for (const w of this.drainWaiters) w()
+    this.drainWaiters = []
+    for (const w of this.pongWaiters) w(Effect.interrupt as any)
+    this.pongWaiters = []
+    this.wake()
+  }
+
+  /** Who sent the first Close frame. */
+  private closeInitiator: "local" | "remote" | undefined = undefined
+  /** True when the failure is ours (hard limit, keepalive), not the peer's. */
+  private localFailure = false
+
+  // ------------------------------------------------------------------ inbox
+
+  private wake(): void {
+    const w = this.waiter
+    if (w !== undefined && (this.head < this.items.length)) {
+      this.waiter = undefined
+      w(Effect.suspend(() => this.take()))
+    }
+  }
+
+  private take(): Effect.Effect<Chunk.Chunk<Message>, Option.Option<ProtocolError>> {
+    this.consumer = true
+    this.batchOut = false
+    const items = this.items
+    const start = this.head
+    if (start < items.length) {
+      if (items[start] === END) return this.reachEnd()
+      let end = start
+      let bytes = 0
+      while (end < items.length && items[end] !== END) {
+        const m = items[end] as Message
+        bytes += typeof m === "string" ? m.length : m.byteLength
+        end++
+      }
+      const batch = items.slice(start, end) as Array<Message>
+      if (end === items.length) {
+        this.items = []
+        this.head = 0
+      } else {
+        this.head = end
+      }
+      this.inboxBytes -= bytes
+      this.batchOut = true
+      if (this.paused && this.inboxBytes <= this.options.inboxHighWaterMark >>> 1 && !this.transportClosed) {
+        this.paused = false
+        this.socket.resume()
+      }
+      return Effect.succeed(Chunk.unsafeFromArray(batch))
+    }
+    return Effect.async<Chunk.Chunk<Message>, Option.Option<ProtocolError>>((resume) => {
+      this.waiter = resume
+      return Effect.sync(() => {
+        if (this.waiter === resume) this.waiter = undefined
+      })
+    })
+  }
+
+  /** The consumer handled everything before the Close: send the owed Close reply now. */
+  private reachEnd(): Effect.Effect<never, Option.Option<ProtocolError>> {
+    if (this.core.closeOwed) {
+      this.core.sendOwedClose()
+      this.flush()
+    }
+    const failure = this.core.failure
+    return Effect.fail(failure !== undefined && !this.localFailure ? Option.some(failure) : Option.none())
+  }
+
+  readonly messages: Stream.Stream<Message, ProtocolError> = Stream.repeatEffectChunkOption(
+    Effect.suspend(() => this.take())
+  )
+
+  readonly run = <_, E, R>(
+    onMessage: (message: Message) => Effect.Effect<_, E, R> | void
+  ): Effect.Effect<void, ProtocolError | E, R> =>
+    Effect.withFiberRuntime<void, ProtocolError | E, R>((fiber) => {
+      const context = fiber.currentContext
+      const errors: Array<E> = []
+      const runEffect = (eff: Effect.Effect<_, E, R>) => {
+        Effect.runFork(Effect.provide(eff, context as any) as Effect.Effect<_, E>).addObserver((exit) => {
+          if (exit._tag === "Failure" && errors.length === 0) {
+            const failure = exit.cause
+            errors.push(failure as any)
+            this.terminate(new InternalError({ reason: "handler failed", cause: failure }))
+          }
+        })
+      }
+      const cb = (m: Message) => {
+        const r = onMessage(m)
+        if (r !== undefined && Effect.isEffect(r)) runEffect(r)
+      }
+      // Messages already in the inbox go first, in order.
+      const pending = this.items.slice(this.head).filter((m): m is Message => m !== END)
+      this.items = this.items.slice(this.head).filter((m) => m === END)
+      this.head = 0
+      this.inboxBytes = 0
+      this.consumer = true
+      this.callback = cb
+      if (this.paused && !this.transportClosed) {
+        this.paused = false
+        this.socket.resume()
+      }
+      for (const m of pending) cb(m)
+      if (this.core.closeOwed) {
+        this.core.sendOwedClose()
+        this.flush()
+      }
+      return Effect.flatMap(Deferred.await(this.closedDeferred), () => Effect.void)
+    })
+
+  // ------------------------------------------------------------------ writer
+
+  unsafeSend = (data: Message, options?: SendOptions): boolean => {
+    if (this.transportClosed) return false
+    const compress = options?.compress ?? true
+    const err = typeof data === "string" ? this.core.sendText(data, compress) : this.core.sendBinary(data, compress)
+    if (err !== undefined) return false
+    this.lastActivity = Date.now()
+    Metrics.messagesSent.unsafeUpdate(1, [])
+    this.scheduleFlush()
+    return true
+  }
+
+  readonly send = (data: Message, options?: SendOptions): Effect.Effect<void, WebSocketClosedError> =>
+    Effect.suspend(() => {
+      if (!this.unsafeSend(data, options)) return Effect.fail(CLOSED)
+      return this.backpressure()
+    })
+
+  readonly sendText = (data: string, options?: SendOptions) => this.send(data, options)
+  readonly sendBinary = (data: Uint8Array, options?: SendOptions) => this.send(data, options)
+
+  private backpressure(): Effect.Effect<void> {
+    if (this.core.bufferedAmount + this.socket.writableLength <= this.options.highWaterMark) return Effect.void
+    this.flush()
+    if (this.socket.writableLength <= this.options.highWaterMark || this.transportClosed) return Effect.void
+    Metrics.backpressureEvents.unsafeUpdate(1, [])
+    return Effect.async<void>((resume) => {
+      const w = () => resume(Effect.void)
+      this.drainWaiters.push(w)
+      return Effect.sync(() => {
+        const i = this.drainWaiters.indexOf(w)
+        if (i >= 0) this.drainWaiters.splice(i, 1)
+      })
+    })
+  }
+
+  private onDrain(): void {
+    const ws = this.drainWaiters
+    if (ws.length === 0) return
+    this.drainWaiters = []
+    for (const w of ws) w()
+  }
+
+  private scheduleFlush(): void {
+    if (this.inReader || this.flushQueued) return
+    this.flushQueued = true
+    process.nextTick(this.flushTick)
+  }
+
+  private flushTick(): void {
+    this.flushQueued = false
+    this.flush()
+  }
+
+  /** Writes everything the core produced as one batch (one writev), then closes TCP if due. */
+  flush(): void {
+    if (this.transportClosed) return
+    const core = this.core
+    const out = core.dataToSend()
+    const socket = this.socket
+    if (out.length === 1) {
+      socket.write(out[0]!)
+    } else if (out.length > 1) {
+      socket.cork()
+      for (let i = 0; i < out.length; i++) socket.write(out[i]!)
+      socket.uncork()
+    }
+    if (out.length > 0) {
+      let n = 0
+      for (let i = 0; i < out.length; i++) n += out[i]!.byteLength
+      Metrics.bytesSent.unsafeUpdate(n, [])
+    }
+    if (core.closeTransport) {
+      if (!socket.writableEnded) socket.end()
+      Deferred.unsafeDone(this.closingDeferred, Effect.void)
+    } else if (socket.writableLength > this.options.maxBufferedBytes) {
+      this.terminate(new PolicyViolationError({ reason: "send buffer over limit" }))
+    }
+  }
+
+  /** Fails the connection from our side (hard limit, handler failure, keepalive). */
+  terminate(error: ProtocolError): void {
+    if (this.transportClosed) return
+    this.localFailure = true
+    if (this.closeInitiator === undefined) this.closeInitiator = "local"
+    this.core.fail(error)
+    this.core.sendOwedClose()
+    this.flush()
+    this.onClosing()
+  }
+
+  /** Starts the closing handshake with our code; no-op when closing already. */
+  startClose(code: number, reason: string): InvalidSendError | undefined {
+    if (this.transportClosed) return undefined
+    if (this.closeInitiator === undefined) this.closeInitiator = "local"
+    const err = this.core.sendClose(code, reason)
+    if (err !== undefined && err.reason.startsWith("connection is")) return undefined
+    if (err !== undefined) return err
+    this.flush()
+    this.onClosing()
+    return undefined
+  }
+
+  /** Sends an owed Close (if any) and destroys the socket: the close timeout expired. */
+  destroy(): void {
+    if (this.transportClosed) return
+    this.core.sendOwedClose()
+    this.flush()
+    this.socket.destroy()
+  }
+
+  // ------------------------------------------------------------------ ping
+
+  private onPong(): void {
+    const now = Date.now()
+    this.lastPong = now
+    const ws = this.pongWaiters
+    if (ws.length === 0) return
+    this.pongWaiters = []
+    const rtt = now - this.pingSentAt
+    Metrics.pingRoundTrip.unsafeUpdate(rtt, [])
+    for (const w of ws) w(Effect.succeed(rtt))
+  }
+
+  /** Sends a keepalive ping without waiting; the timers fiber checks `lastPong`. */
+  sendKeepalivePing(): void {
+    if (this.core.sendPing() !== undefined) return
+    this.pingSentAt = Date.now()
+    this.scheduleFlush()
+  }
+
+  readonly ping = (data?: Uint8Array): Effect.Effect<number, WebSocketClosedError | InvalidSendError> =>
+    Effect.suspend(() => {
+      if (this.transportClosed) return Effect.fail(CLOSED)
+      const err = this.core.sendPing(data)
+      if (err !== undefined) {
+        return Effect.fail(err.reason.startsWith("connection is") ? CLOSED : err)
+      }
+      this.pingSentAt = Date.now()
+      this.scheduleFlush()
+      return Effect.async<number, never>((resume) => {
+        this.pongWaiters.push(resume)
+      }).pipe(Effect.catchAllCause(() => Effect.fail(CLOSED)))
+    })
+
+  // ------------------------------------------------------------------ close
+
+  readonly close = (code = 1000, reason = ""): Effect.Effect<CloseInfo, InvalidSendError> =>
+    Effect.suspend(() => {
+      const err = this.startClose(code, reason)
+      if (err !== undefined) return Effect.fail(err)
+      return Deferred.await(this.closedDeferred).pipe(
+        Effect.catchAll((e) =>
+          Effect.succeed<CloseInfo>({ code: e.closeCode, reason: e.reason, wasClean: false, initiatedBy: "remote" })
+        )
+      )
+    })
+
+  readonly closed: Effect.Effect<CloseInfo, ProtocolError> = Deferred.await(this.closedDeferred)
+
+  readonly bufferedAmount: Effect.Effect<number> = Effect.sync(
+    () => this.core.bufferedAmount + this.socket.writableLength
+  )
+
+  /** For the shutdown path and tests. */
+  get isTransportClosed(): boolean {
+    return this.transportClosed
+  }
+}
+
+export { InvalidSendError }

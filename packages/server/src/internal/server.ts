@@ -1,0 +1,384 @@
+import { Connection } from "@effect-websocket/protocol/Connection"
+import { HandshakeError, isProtocolError } from "@effect-websocket/protocol/Errors"
+import type { RawRequest, UpgradeRequest } from "@effect-websocket/protocol/Handshake"
+import { acceptResponse, rejectResponse, RequestParser, validateUpgrade } from "@effect-websocket/protocol/Handshake"
+import { negotiate, PerMessageDeflate } from "@effect-websocket/protocol/PerMessageDeflate"
+import { Cause, Deferred, Effect, Exit, Fiber, FiberSet, Option } from "effect"
+import type { Context, Scope } from "effect"
+import * as net from "node:net"
+import * as tls from "node:tls"
+import { InternalError, InvalidPayloadError, ServerError, UpgradeRejected } from "../Errors.js"
+import * as Metrics from "../Metrics.js"
+import type { CloseInfo, RequestInfo, WebSocket } from "../WebSocket.js"
+import { WsConnection } from "./connection.js"
+import type { Limits, Resolved } from "./options.js"
+import { resolve } from "./options.js"
+
+/** What an upgrade hook sees. */
+export interface UpgradeInfo extends UpgradeRequest {
+  readonly remoteAddress: string | undefined
+  readonly remotePort: number | undefined
+}
+
+/** What an upgrade hook returns to accept a connection. */
+export interface UpgradeAccept<Data> {
+  readonly data: Data
+  /** The subprotocol to select; must be one the client offered. */
+  readonly protocol?: string | undefined
+  /** Extra headers for the 101 response. */
+  readonly headers?: Readonly<Record<string, string>> | undefined
+}
+
+export interface HandlerOptions<Data, E, R, E2, R2> extends Limits {
+  /** Runs for every accepted connection. */
+  readonly handler: (socket: WebSocket<Data>) => Effect.Effect<unknown, E, R>
+  /**
+   * Runs before accepting: authenticate, check Origin, pick a subprotocol, or fail with
+   * `UpgradeRejected` to answer with an HTTP status. Its `data` reaches the handler.
+   */
+  readonly onUpgrade?: ((request: UpgradeInfo) => Effect.Effect<UpgradeAccept<Data>, UpgradeRejected | E2, R2>) | undefined
+  /** Subprotocols the server speaks, in preference order (when the hook picks none). */
+  readonly protocols?: ReadonlyArray<string> | undefined
+  /** permessage-deflate: off by default; `true` for the defaults, or options. */
+  readonly perMessageDeflate?: boolean | import("@effect-websocket/protocol/PerMessageDeflate").PerMessageDeflateOptions | undefined
+}
+
+/** Turns a handler failure into the close code the connection ends with. */
+export const closeCodeForHandlerFailure = (cause: Cause.Cause<unknown>): { code: number; reason: string } => {
+  const failure = Cause.failureOption(cause)
+  if (Option.isSome(failure)) {
+    const e = failure.value as { readonly _tag?: string }
+    if (e && e._tag === "MessageDecodeError") return { code: 1007, reason: "message does not match the schema" }
+  }
+  return { code: 1011, reason: "internal error" }
+}
+
+/**
+ * The engine shared by the standalone server and the HTTP integrations: it takes sockets
+ * whose request head was read (or reads it), runs the upgrade and the connection.
+ */
+export class Engine<Data, E, R, E2, R2> {
+  readonly options: Resolved
+  readonly connections = new Set<WsConnection<Data>>()
+  shuttingDown = false
+
+  constructor(
+    readonly handlerOptions: HandlerOptions<Data, E, R, E2, R2>,
+    readonly runFork: <A, EX>(effect: Effect.Effect<A, EX, R | R2>) => Fiber.RuntimeFiber<A, EX>
+  ) {
+    this.options = resolve(handlerOptions)
+  }
+
+  /** A raw socket fresh from accept: read the request head, then upgrade. */
+  acceptSocket(socket: net.Socket): void {
+    socket.setNoDelay(true)
+    if (this.shuttingDown) {
+      socket.destroy()
+      return
+    }
+    const parser = new RequestParser({
+      maxHeaderBytes: this.options.maxHeaderBytes,
+      maxHeaders: this.options.maxHeaders
+    })
+    let done = false
+    const timer = setTimeout(() => {
+      if (done) return
+      done = true
+      cleanup()
+      socket.destroy()
+    }, this.options.handshakeTimeout)
+    const cleanup = () => {
+      clearTimeout(timer)
+      socket.removeListener("data", onData)
+      socket.removeListener("error", onError)
+      socket.removeListener("close", onError)
+    }
+    const onError = () => {
+      if (done) return
+      done = true
+      cleanup()
+      socket.destroy()
+    }
+    const onData = (chunk: Buffer) => {
+      if (done) return
+      const result = parser.push(chunk)
+      if (result === undefined) return
+      done = true
+      cleanup()
+      socket.pause()
+      if (result instanceof HandshakeError) {
+        this.reject(socket, result.status, result.reason, result.headers)
+        return
+      }
+      this.runFork(this.upgrade(socket, result.request, result.rest))
+    }
+    socket.on("data", onData)
+    socket.on("error", onError)
+    socket.on("close", onError)
+  }
+
+  /** Answers with a complete HTTP error response and closes; nothing after it is read. */
+  reject(
+    socket: net.Socket,
+    status: number,
+    reason: string,
+    headers?: Readonly<Record<string, string>> | undefined,
+    body?: string | undefined
+  ): void {
+    Metrics.handshakesRejected.unsafeUpdate(1, [])
+    socket.removeAllListeners("data")
+    socket.on("error", () => {})
+    socket.pause()
+    socket.end(rejectResponse({ status, reason, headers, body }))
+    // a peer that never reads its response is cut after the close timeout
+    setTimeout(() => socket.destroy(), this.options.closeTimeout).unref()
+  }
+
+  /** Validates, runs the hook, writes the 101 and runs the connection to its end. */
+  upgrade(socket: net.Socket, raw: RawRequest | UpgradeRequestLike, rest: Uint8Array): Effect.Effect<void, never, R | R2> {
+    return Effect.suspend(() => {
+      if (this.shuttingDown) {
+        this.reject(socket, 503, "server is shutting down")
+        return Effect.void
+      }
+      const request = validateUpgrade(raw)
+      if (request instanceof HandshakeError) {
+        this.reject(socket, request.status, request.reason, request.headers)
+        return Effect.void
+      }
+      const info: UpgradeInfo = { ...request, remoteAddress: socket.remoteAddress, remotePort: socket.remotePort }
+      const hook = this.handlerOptions.onUpgrade
+      const decided: Effect.Effect<UpgradeAccept<Data>, UpgradeRejected | E2, R2> = hook !== undefined
+        ? hook(info)
+        : Effect.succeed({ data: undefined as Data })
+      return Effect.matchCauseEffect(decided, {
+        onFailure: (cause) => {
+          const f = Cause.failureOption(cause)
+          if (Option.isSome(f) && f.value instanceof UpgradeRejected) {
+            this.reject(socket, f.value.status, "rejected", f.value.headers, f.value.body ?? "")
+            return Effect.void
+          }
+          this.reject(socket, 500, "upgrade hook failed")
+          return Effect.logWarning("WebSocket upgrade hook failed", cause)
+        },
+        onSuccess: (accept) => this.accepted(socket, info, accept, rest)
+      })
+    })
+  }
+
+  private accepted(
+    socket: net.Socket,
+    request: UpgradeInfo,
+    accept: UpgradeAccept<Data>,
+    rest: Uint8Array
+  ): Effect.Effect<void, never, R> {
+    if (this.shuttingDown || socket.destroyed) {
+      socket.destroy()
+      return Effect.void
+    }
+    let protocol = accept.protocol
+    if (protocol !== undefined && !request.protocols.includes(protocol)) {
+      this.reject(socket, 500, "the upgrade hook selected a subprotocol the client did not offer")
+      return Effect.void
+    }
+    if (protocol === undefined && this.handlerOptions.protocols !== undefined) {
+      protocol = this.handlerOptions.protocols.find((p) => request.protocols.includes(p))
+    }
+    let compression: PerMessageDeflate | undefined
+    let extensions: string | undefined
+    const pmd = this.options.perMessageDeflate
+    if (pmd !== undefined && request.extensions.length > 0) {
+      const agreed = negotiate(request.extensions, pmd)
+      if (agreed instanceof HandshakeError) {
+        this.reject(socket, agreed.status, agreed.reason, agreed.headers)
+        return Effect.void
+      }
+      if (agreed !== undefined) {
+        compression = new PerMessageDeflate(agreed.params, pmd)
+        extensions = agreed.response
+      }
+    }
+    const core = new Connection({
+      role: "server",
+      maxMessageSize: this.options.maxMessageSize,
+      maxFrameSize: this.options.maxFrameSize,
+      maxFragments: this.options.maxFragments,
+      compression,
+      deferClose: true
+    })
+    const requestInfo: RequestInfo = {
+      url: request.url,
+      headers: request.headers,
+      remoteAddress: request.remoteAddress,
+      remotePort: request.remotePort
+    }
+    socket.write(acceptResponse({ key: request.key, protocol, extensions, headers: accept.headers }))
+    const ws = new WsConnection<Data>(socket, core, this.options, requestInfo, protocol, extensions, accept.data)
+    return this.runConnection(ws, rest)
+  }
+
+  /** The connection's life: handler fiber, timers, close timeout; its scope frees everything. */
+  runConnection(ws: WsConnection<Data>, rest: Uint8Array): Effect.Effect<void, never, R> {
+    const options = this.options
+    const connections = this.connections
+    return Effect.gen(this, function*() {
+      connections.add(ws)
+      Metrics.connectionsOpen.unsafeUpdate(connections.size, [])
+      Metrics.connectionsTotal.unsafeUpdate(1, [])
+      yield* Effect.addFinalizer(() =>
+        Effect.sync(() => {
+          ws.socket.destroy()
+          connections.delete(ws)
+          Metrics.connectionsOpen.unsafeUpdate(connections.size, [])
+        })
+      )
+      if (rest.length > 0) ws.onData(Buffer.from(rest.buffer, rest.byteOffset, rest.byteLength))
+      ws.socket.resume()
+
+      const handlerFiber = yield* Effect.forkScoped(
+        Effect.exit(this.handlerOptions.handler(ws)).pipe(
+          Effect.flatMap((exit) => {
+            if (Exit.isSuccess(exit)) {
+              ws.startClose(1000, "")
+              return Effect.void
+            }
+            if (Cause.isInterruptedOnly(exit.cause)) return Effect.void
+            const failure = Cause.failureOption(exit.cause)
+            const error = Option.isSome(failure) ? failure.value as { readonly _tag?: string } : undefined
+            // The stream's own protocol error, or a send after the peer left: already closing.
+            if (error !== undefined && (isProtocolError(error) && ws.core.failure !== undefined || error._tag === "WebSocketClosedError")) {
+              return Effect.logDebug("WebSocket handler ended with the connection", exit.cause)
+            }
+            const { code, reason } = closeCodeForHandlerFailure(exit.cause)
+            if (code === 1007) {
+              ws.terminate(new InvalidPayloadError({ reason }))
+              return Effect.logDebug("WebSocket message did not decode", exit.cause)
+            }
+            ws.terminate(new InternalError({ reason: "internal error", cause: exit.cause }))
+            return Effect.logError("WebSocket handler failed", exit.cause)
+          })
+        )
+      )
+      if (options.keepaliveInterval > 0 || options.idleTimeout > 0) {
+        yield* Effect.forkScoped(timers(ws, options))
+      }
+      // Wait until closing starts (either side), then give the handshake the close timeout.
+      yield* Effect.raceFirst(Deferred.await(ws.closingDeferred), Fiber.await(handlerFiber))
+      const ended = yield* Deferred.await(ws.transportDeferred).pipe(Effect.timeout(options.closeTimeout), Effect.option)
+      if (Option.isNone(ended)) ws.destroy()
+      // The handler may still be finishing (logging `closed`, ...): give it the close timeout.
+      yield* Fiber.await(handlerFiber).pipe(Effect.timeout(options.closeTimeout), Effect.ignore)
+    }).pipe(
+      Effect.scoped,
+      Effect.withSpan("websocket.connection", {
+        attributes: { "websocket.id": ws.id, "url.path": ws.request.url, "websocket.protocol": ws.protocol ?? "" }
+      })
+    )
+  }
+
+  /**
+   * Graceful shutdown: no new upgrades (503), 1001 to every open connection, up to the close
+   * timeout for their handshakes, then whatever is left is destroyed.
+   */
+  shutdown(): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      this.shuttingDown = true
+      const open = [...this.connections]
+      for (const ws of open) ws.startClose(1001, "server shutting down")
+      return Effect.forEach(open, (ws) => Deferred.await(ws.transportDeferred), { concurrency: "unbounded", discard: true }).pipe(
+        Effect.timeout(this.options.closeTimeout),
+        Effect.ignore,
+        Effect.tap(() =>
+          Effect.sync(() => {
+            for (const ws of this.connections) ws.destroy()
+          })
+        )
+      )
+    })
+  }
+}
+
+/** A request head already parsed elsewhere (node:http). */
+export interface UpgradeRequestLike {
+  readonly method?: string | undefined
+  readonly url?: string | undefined
+  readonly httpVersion: string
+  readonly headers: Readonly<Record<string, string | ReadonlyArray<string> | undefined>>
+}
+
+/** Keepalive pings and the idle timeout, in one fiber per connection. */
+const timers = <Data>(ws: WsConnection<Data>, options: Resolved): Effect.Effect<void> =>
+  Effect.gen(function*() {
+    const interval = options.keepaliveInterval
+    const idle = options.idleTimeout
+    while (!ws.isTransportClosed) {
+      const now = Date.now()
+      let wait = Infinity
+      if (interval > 0) wait = Math.min(wait, interval)
+      if (idle > 0) wait = Math.min(wait, ws.lastActivity + idle - now)
+      yield* Effect.sleep(Math.max(1, wait))
+      if (ws.isTransportClosed) return
+      if (idle > 0 && Date.now() - ws.lastActivity >= idle) {
+        ws.startClose(1001, "idle timeout")
+        return
+      }
+      if (interval > 0 && Date.now() - ws.lastActivity >= interval) {
+        const sentAt = Date.now()
+        ws.sendKeepalivePing()
+        yield* Effect.sleep(options.keepaliveTimeout)
+        if (ws.isTransportClosed) return
+        if (ws.lastPong < sentAt) {
+          yield* Effect.logDebug("WebSocket keepalive timed out")
+          ws.destroy()
+          return
+        }
+      }
+    }
+  })
+
+/** The standalone server: a TCP or TLS listener feeding an engine. */
+export const listen = <Data, E, R, E2, R2>(
+  options: HandlerOptions<Data, E, R, E2, R2> & {
+    readonly host?: string | undefined
+    readonly port?: number | undefined
+    readonly tls?: tls.TlsOptions | undefined
+    readonly backlog?: number | undefined
+  }
+): Effect.Effect<
+  { readonly engine: Engine<Data, E, R, E2, R2>; readonly address: net.AddressInfo; readonly secure: boolean },
+  ServerError,
+  Scope.Scope | R | R2
+> =>
+  Effect.gen(function*() {
+    const runFork = yield* FiberSet.makeRuntime<R | R2>()
+    const engine = new Engine<Data, E, R, E2, R2>(options, runFork as any)
+    const secure = options.tls !== undefined
+    const server: net.Server = secure
+      ? yield* Effect.try({
+        try: () => tls.createServer({ ...options.tls, handshakeTimeout: engine.options.handshakeTimeout }),
+        catch: (cause) => new ServerError({ reason: "Tls", cause })
+      })
+      : net.createServer({ noDelay: true })
+    server.on(secure ? "secureConnection" : "connection", (socket: net.Socket) => engine.acceptSocket(socket))
+    server.on("tlsClientError", (_err: unknown, socket: net.Socket) => socket.destroy())
+    yield* Effect.async<void, ServerError>((resume) => {
+      const onError = (cause: unknown) => resume(Effect.fail(new ServerError({ reason: "Listen", cause })))
+      server.once("error", onError)
+      server.listen({ port: options.port ?? 0, host: options.host ?? "127.0.0.1", backlog: options.backlog ?? 511 }, () => {
+        server.removeListener("error", onError)
+        resume(Effect.void)
+      })
+    })
+    server.on("error", () => {})
+    yield* Effect.addFinalizer(() =>
+      Effect.gen(function*() {
+        // stop accepting; close() itself waits for open sockets, which the engine closes next
+        yield* Effect.sync(() => server.close())
+        yield* engine.shutdown()
+      })
+    )
+    const address = server.address() as net.AddressInfo
+    return { engine, address, secure }
+  })
+
+export type { CloseInfo, Context }

@@ -1,0 +1,446 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Cause, Chunk, Deferred, Effect, Exit, Fiber, Metric, Option, Schema, Scope, Stream } from "effect"
+import * as MessageSchema from "../src/MessageSchema.js"
+import * as Metrics from "../src/Metrics.js"
+import { UpgradeRejected } from "../src/Errors.js"
+import type { CloseInfo, WebSocket as Ws } from "../src/WebSocket.js"
+import * as WebSocketServer from "../src/WebSocketServer.js"
+import { clientFrame, connect, makeCertificate, rawConnect, rawExchange, recorder } from "./utils.js"
+
+const echo = (ws: Ws<unknown>) => Stream.runForEach(ws.messages, (m) => ws.send(m))
+
+/** Runs a server whose handler reports each connection's handle and `closed` outcome. */
+const observed = (
+  options: Partial<WebSocketServer.Options<undefined, never, never>> = {},
+  handler: (ws: Ws<unknown>) => Effect.Effect<unknown, unknown> = echo
+) =>
+  Effect.gen(function*() {
+    const handles = yield* Deferred.make<Ws<unknown>>()
+    const outcome = yield* Deferred.make<Exit.Exit<CloseInfo, unknown>>()
+    const server = yield* WebSocketServer.make({
+      ...options,
+      handler: (ws) =>
+        Effect.gen(function*() {
+          yield* Deferred.succeed(handles, ws)
+          yield* Effect.forkDaemon(Effect.exit(ws.closed).pipe(Effect.flatMap((e) => Deferred.succeed(outcome, e))))
+          yield* handler(ws)
+        })
+    })
+    return { server, handle: Deferred.await(handles), outcome: Deferred.await(outcome) }
+  })
+
+describe("echo over a real socket with the ws client", () => {
+  it.scopedLive("text as text, binary as binary", () =>
+    Effect.gen(function*() {
+      const server = yield* WebSocketServer.make({ handler: echo })
+      const client = yield* connect(server.url)
+      const rec = recorder(client)
+      client.send("héllo")
+      client.send(Buffer.from([1, 2, 3]))
+      yield* rec.waitMessages(2)
+      assert.deepStrictEqual(rec.messages[0], { data: "héllo", isBinary: false })
+      assert.deepStrictEqual(rec.messages[1], { data: Buffer.from([1, 2, 3]), isBinary: true })
+    }))
+
+  it.scopedLive("the run callback form echoes too, and keeps order", () =>
+    Effect.gen(function*() {
+      const server = yield* WebSocketServer.make({ handler: (ws) => ws.run((m) => void ws.unsafeSend(m)) })
+      const client = yield* connect(server.url)
+      const rec = recorder(client)
+      for (let i = 0; i < 500; i++) client.send("m" + i)
+      yield* rec.waitMessages(500)
+      assert.deepStrictEqual(rec.messages.map((m) => m.data), Array.from({ length: 500 }, (_, i) => "m" + i))
+    }))
+
+  it.scopedLive("reassembles a fragmented message (RFC 6455 §5.4)", () =>
+    Effect.gen(function*() {
+      const server = yield* WebSocketServer.make({ handler: echo })
+      const client = yield* connect(server.url)
+      const rec = recorder(client)
+      client.send("frag", { fin: false })
+      client.send("ment", { fin: false })
+      client.send("ed", { fin: true })
+      yield* rec.waitMessages(1)
+      assert.strictEqual(rec.messages[0]!.data, "fragmented")
+    }))
+
+  it.scopedLive("answers pings and measures its own (RFC 6455 §5.5.2)", () =>
+    Effect.gen(function*() {
+      const { handle, server } = yield* observed({}, () => Effect.never)
+      const client = yield* connect(server.url)
+      const pong = yield* Effect.async<Buffer>((resume) => {
+        client.once("pong", (d: Buffer) => resume(Effect.succeed(d)))
+        client.ping(Buffer.from("are you there"))
+      })
+      assert.strictEqual(pong.toString(), "are you there")
+      const ws = yield* handle
+      const rtt = yield* ws.ping(Buffer.from("x"))
+      assert.isAtLeast(rtt, 0)
+      const rtts = yield* Metric.value(Metrics.pingRoundTrip)
+      assert.isAtLeast(rtts.count, 1)
+    }))
+
+  it.scopedLive("counts messages and bytes in Effect metrics", () =>
+    Effect.gen(function*() {
+      const before = (yield* Metric.value(Metrics.messagesSent)).count
+      const server = yield* WebSocketServer.make({ handler: echo })
+      const client = yield* connect(server.url)
+      const rec = recorder(client)
+      client.send("one")
+      client.send("two")
+      yield* rec.waitMessages(2)
+      const after = (yield* Metric.value(Metrics.messagesSent)).count
+      assert.isAtLeast(after - before, 2)
+    }))
+})
+
+describe("closing (RFC 6455 §7)", () => {
+  it.scopedLive("a clean close started by the client", () =>
+    Effect.gen(function*() {
+      const { outcome, server } = yield* observed()
+      const client = yield* connect(server.url)
+      const rec = recorder(client)
+      client.close(1000, "done")
+      const seen = yield* rec.waitClose
+      assert.strictEqual(seen.code, 1000)
+      const exit = yield* outcome
+      assert.deepStrictEqual(exit, Exit.succeed({ code: 1000, reason: "done", wasClean: true, initiatedBy: "remote" }))
+    }))
+
+  it.scopedLive("a clean close started by the server, with a code and reason", () =>
+    Effect.gen(function*() {
+      const { outcome, server } = yield* observed({}, (ws) => ws.close(4001, "bye"))
+      const client = yield* connect(server.url)
+      const seen = yield* recorder(client).waitClose
+      assert.deepStrictEqual(seen, { code: 4001, reason: "bye" })
+      const exit = yield* outcome
+      assert.deepStrictEqual(exit, Exit.succeed({ code: 4001, reason: "bye", wasClean: true, initiatedBy: "local" }))
+    }))
+
+  it.scopedLive("a handler that returns closes the connection with 1000", () =>
+    Effect.gen(function*() {
+      const server = yield* WebSocketServer.make({ handler: () => Effect.void })
+      const client = yield* connect(server.url)
+      const seen = yield* recorder(client).waitClose
+      assert.strictEqual(seen.code, 1000)
+    }))
+
+  it.scopedLive("a handler that fails closes the connection with 1011, details kept off the wire", () =>
+    Effect.gen(function*() {
+      const server = yield* WebSocketServer.make({ handler: () => Effect.fail("secret database password") })
+      const client = yield* connect(server.url)
+      const seen = yield* recorder(client).waitClose
+      assert.strictEqual(seen.code, 1011)
+      assert.notInclude(seen.reason, "secret")
+    }))
+
+  it.scopedLive("a peer that never answers our Close is cut at the close timeout", () =>
+    Effect.gen(function*() {
+      const { outcome, server } = yield* observed({ closeTimeout: 200 }, (ws) => Effect.asVoid(ws.close(1000)))
+      const raw = yield* rawConnect(server.address.port)
+      yield* raw.ended
+      const received = raw.received()
+      assert.strictEqual(received.subarray(0, 4).toString("hex"), "880203e8")
+      const exit = yield* outcome
+      assert.isTrue(Exit.isSuccess(exit))
+      if (Exit.isSuccess(exit)) {
+        assert.isFalse(exit.value.wasClean)
+        assert.strictEqual(exit.value.initiatedBy, "local")
+      }
+    }))
+
+  it.scopedLive("a protocol error sends its close code, closes TCP, and fails `closed` with the typed error", () =>
+    Effect.gen(function*() {
+      const { outcome, server } = yield* observed()
+      const raw = yield* rawConnect(server.address.port)
+      // an unmasked client frame
+      raw.socket.write(Buffer.from([0x81, 0x02, 0x68, 0x69]))
+      yield* raw.ended
+      const received = raw.received()
+      assert.strictEqual(received[0], 0x88)
+      assert.strictEqual(received.readUInt16BE(2), 1002)
+      const exit = yield* outcome
+      assert.isTrue(Exit.isFailure(exit))
+      const failure = Exit.isFailure(exit) ? Cause.failureOption(exit.cause) : Option.none()
+      assert.strictEqual((failure as any).value._tag, "ProtocolViolationError")
+      assert.strictEqual((failure as any).value.closeCode, 1002)
+    }))
+
+  it.scopedLive("invalid UTF-8 fails with 1007, message too big with 1009", () =>
+    Effect.gen(function*() {
+      const server = yield* WebSocketServer.make({ handler: echo, maxMessageSize: 1000 })
+      const a = yield* rawConnect(server.address.port)
+      a.socket.write(clientFrame(1, Buffer.from([0x61, 0xff])))
+      yield* a.ended
+      assert.strictEqual(a.received().readUInt16BE(2), 1007)
+      const b = yield* rawConnect(server.address.port)
+      b.socket.write(clientFrame(2, Buffer.alloc(2000)).subarray(0, 8))
+      yield* b.ended
+      assert.strictEqual(b.received().readUInt16BE(2), 1009)
+    }))
+
+  it.scopedLive("an abrupt TCP reset in the middle of a frame ends the connection as 1006, no crash", () =>
+    Effect.gen(function*() {
+      const { outcome, server } = yield* observed()
+      const raw = yield* rawConnect(server.address.port)
+      raw.socket.write(clientFrame(2, Buffer.alloc(10_000)).subarray(0, 5000))
+      yield* Effect.sleep(20)
+      raw.socket.resetAndDestroy()
+      const exit = yield* outcome
+      assert.deepStrictEqual(exit, Exit.succeed({ code: 1006, reason: "", wasClean: false, initiatedBy: "transport" }))
+      // the connection's scope is released right after
+      for (let i = 0; i < 50 && (yield* server.connections) > 0; i++) yield* Effect.sleep(10)
+      assert.strictEqual(yield* server.connections, 0)
+    }))
+
+  it.scopedLive("messages before the peer's Close are answered before the Close reply (Autobahn 7.1.6)", () =>
+    Effect.gen(function*() {
+      const server = yield* WebSocketServer.make({
+        handler: (ws) => Stream.runForEach(ws.messages, (m) => Effect.zipRight(Effect.sleep(5), ws.send(m)))
+      })
+      const raw = yield* rawConnect(server.address.port)
+      raw.socket.write(Buffer.concat([clientFrame(1, "a"), clientFrame(1, "b"), clientFrame(8, Buffer.from([3, 232]))]))
+      yield* raw.ended
+      assert.strictEqual(raw.received().toString("hex"), "81016181016288" + "0203e8")
+    }))
+})
+
+describe("timeouts", () => {
+  it.scopedLive("handshake timeout closes a connection that sends nothing (slowloris)", () =>
+    Effect.gen(function*() {
+      const server = yield* WebSocketServer.make({ handler: echo, handshakeTimeout: 150 })
+      const response = yield* rawExchange(server.address.port, "GET / HTTP/1.1\r\nHost: x\r\n")
+      assert.strictEqual(response, "")
+    }))
+
+  it.scopedLive("keepalive drops a peer that stops answering pings, keeps one that answers", () =>
+    Effect.gen(function*() {
+      const { outcome, server } = yield* observed({ keepaliveInterval: 100, keepaliveTimeout: 100 }, () => Effect.never)
+      const live = yield* connect(server.url)
+      const raw = yield* rawConnect(server.address.port)
+      yield* raw.ended
+      assert.strictEqual(raw.received()[0], 0x89) // it was pinged first
+      yield* Effect.sleep(400)
+      assert.strictEqual(live.readyState, live.OPEN)
+      assert.isTrue(Exit.isSuccess(yield* outcome))
+    }))
+
+  it.scopedLive("idle timeout closes a silent connection with 1001", () =>
+    Effect.gen(function*() {
+      const server = yield* WebSocketServer.make({ handler: () => Effect.never, idleTimeout: 150, keepaliveInterval: 0 })
+      const client = yield* connect(server.url)
+      const seen = yield* recorder(client).waitClose
+      assert.strictEqual(seen.code, 1001)
+    }))
+})
+
+describe("wss:// through node:tls", () => {
+  it.scopedLive("echoes over TLS with a certificate made at test time", () =>
+    Effect.gen(function*() {
+      const { key, cert } = makeCertificate()
+      const server = yield* WebSocketServer.make({ handler: echo, tls: { key, cert } })
+      assert.isTrue(server.url.startsWith("wss://"))
+      const client = yield* connect(server.url, { ca: cert })
+      const rec = recorder(client)
+      client.send("secure")
+      yield* rec.waitMessages(1)
+      assert.strictEqual(rec.messages[0]!.data, "secure")
+      client.close(1000)
+      assert.strictEqual((yield* rec.waitClose).code, 1000)
+    }))
+})
+
+describe("upgrade hook and handshake rejections (RFC 6455 §4.2.2)", () => {
+  const authServer = WebSocketServer.make({
+    protocols: ["chat.v2", "chat.v1"],
+    onUpgrade: (req) => {
+      const token = new URL(req.url, "http://x").searchParams.get("token")
+      return token === "sesame"
+        ? Effect.succeed({ data: { user: "ali" } })
+        : Effect.fail(new UpgradeRejected({ status: 401, body: "missing token" }))
+    },
+    handler: (ws) => ws.send(`${ws.data.user} ${ws.protocol}`)
+  })
+
+  it.scopedLive("accepts with typed data and the server's preferred subprotocol", () =>
+    Effect.gen(function*() {
+      const server = yield* authServer
+      const client = yield* connect(server.url + "/?token=sesame", { protocols: ["chat.v1", "chat.v2"] })
+      const rec = recorder(client)
+      yield* rec.waitMessages(1)
+      assert.strictEqual(rec.messages[0]!.data, "ali chat.v2")
+      assert.strictEqual(client.protocol, "chat.v2")
+    }))
+
+  it.scopedLive("rejects with the hook's status and body, then closes", () =>
+    Effect.gen(function*() {
+      const server = yield* authServer
+      const response = yield* rawExchange(
+        server.address.port,
+        "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+          "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+      )
+      assert.match(response, /^HTTP\/1\.1 401 /)
+      assert.match(response, /Connection: close/i)
+      assert.match(response, /missing token$/)
+    }))
+
+  it.scopedLive("426 with the supported version; 400 for a bad key; nothing pipelined is processed", () =>
+    Effect.gen(function*() {
+      const server = yield* WebSocketServer.make({ handler: echo })
+      const v8 = yield* rawExchange(
+        server.address.port,
+        "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+          "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n"
+      )
+      assert.match(v8, /^HTTP\/1\.1 426 /)
+      assert.match(v8, /Sec-WebSocket-Version: 13/i)
+      const badKey = yield* rawExchange(
+        server.address.port,
+        "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+          "Sec-WebSocket-Key: short\r\nSec-WebSocket-Version: 13\r\n\r\n" +
+          "GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+      )
+      assert.match(badKey, /^HTTP\/1\.1 400 /)
+      assert.strictEqual(badKey.match(/HTTP\/1\.1/g)!.length, 1)
+    }))
+})
+
+describe("typed messages with Schema", () => {
+  const In = Schema.Union(
+    Schema.Struct({ type: Schema.Literal("add"), a: Schema.Number, b: Schema.Number }),
+    Schema.Struct({ type: Schema.Literal("hello"), name: Schema.String })
+  )
+  const Out = Schema.Struct({ result: Schema.Number })
+
+  it.scopedLive("decodes, encodes, lets the handler recover from a bad message", () =>
+    Effect.gen(function*() {
+      const server = yield* WebSocketServer.make({
+        handler: (ws) => {
+          const typed = MessageSchema.make(ws, { incoming: In, outgoing: Out })
+          return typed.messages.pipe(
+            Stream.catchTag("MessageDecodeError", () => Stream.make({ type: "add" as const, a: -1, b: 0 })),
+            Stream.runForEach((m) => typed.send({ result: m.type === "add" ? m.a + m.b : m.name.length }))
+          )
+        }
+      })
+      const client = yield* connect(server.url)
+      const rec = recorder(client)
+      client.send(JSON.stringify({ type: "add", a: 2, b: 3 }))
+      yield* rec.waitMessages(1)
+      assert.deepStrictEqual(JSON.parse(rec.messages[0]!.data as string), { result: 5 })
+      client.send("{not json")
+      yield* rec.waitMessages(2)
+      assert.deepStrictEqual(JSON.parse(rec.messages[1]!.data as string), { result: -1 })
+    }))
+
+  it.scopedLive("a decode error left unhandled closes the connection with 1007", () =>
+    Effect.gen(function*() {
+      const server = yield* WebSocketServer.make({
+        handler: (ws) =>
+          Stream.runDrain(MessageSchema.make(ws, { incoming: In, outgoing: Out }).messages)
+      })
+      const client = yield* connect(server.url)
+      const rec = recorder(client)
+      client.send(JSON.stringify({ type: "multiply" }))
+      assert.strictEqual((yield* rec.waitClose).code, 1007)
+    }))
+})
+
+describe("backpressure", () => {
+  it.scopedLive("send suspends for a reader that stops reading; buffered bytes stay bounded", () =>
+    Effect.gen(function*() {
+      const sent = { count: 0 }
+      const chunk = Buffer.alloc(64 * 1024, 7)
+      const { handle, server } = yield* observed({ highWaterMark: 256 * 1024 }, (ws) =>
+        Effect.gen(function*() {
+          for (let i = 0; i < 2000; i++) {
+            yield* ws.send(chunk)
+            sent.count++
+          }
+        }))
+      const raw = yield* rawConnect(server.address.port)
+      raw.socket.pause()
+      const ws = yield* handle
+      yield* Effect.sleep(300)
+      const stalledAt = sent.count
+      const buffered = yield* ws.bufferedAmount
+      yield* Effect.sleep(200)
+      assert.strictEqual(sent.count, stalledAt, "the sender is suspended")
+      assert.isBelow(stalledAt, 2000)
+      assert.isAtMost(buffered, 256 * 1024 + 2 * chunk.length)
+      raw.socket.resume()
+      for (let i = 0; i < 100 && sent.count === stalledAt; i++) yield* Effect.sleep(20)
+      assert.isAbove(sent.count, stalledAt)
+    }))
+
+  it.scopedLive("a connection flooded past the hard limit is closed with 1008", () =>
+    Effect.gen(function*() {
+      const chunk = Buffer.alloc(64 * 1024, 7)
+      const { outcome, server } = yield* observed({ maxBufferedBytes: 1024 * 1024, closeTimeout: 200 }, (ws) =>
+        Effect.sync(() => {
+          for (let i = 0; i < 200 && ws.unsafeSend(chunk); i++);
+        }).pipe(Effect.zipRight(Effect.never)))
+      const raw = yield* rawConnect(server.address.port)
+      raw.socket.pause()
+      const exit = yield* outcome
+      assert.isTrue(Exit.isSuccess(exit))
+      if (Exit.isSuccess(exit)) assert.strictEqual(exit.value.code, 1008)
+    }))
+
+  it.scopedLive("a flood faster than the handler pauses the socket (the client's buffer grows instead)", () =>
+    Effect.gen(function*() {
+      const got = { count: 0 }
+      const server = yield* WebSocketServer.make({
+        inboxHighWaterMark: 64 * 1024,
+        closeTimeout: 200,
+        handler: (ws) => Stream.runForEach(ws.messages, () => Effect.zipRight(Effect.sleep(50), Effect.sync(() => got.count++)))
+      })
+      const client = yield* connect(server.url)
+      const msg = Buffer.alloc(16 * 1024, 1)
+      for (let i = 0; i < 2000; i++) client.send(msg)
+      yield* Effect.sleep(500)
+      // 32 MiB were queued by the client; the server read only a bounded part of it
+      assert.isAbove(client.bufferedAmount, 8 * 1024 * 1024)
+      assert.isBelow(got.count, 50)
+    }))
+})
+
+describe("graceful shutdown", () => {
+  it.scopedLive("releasing the server sends 1001 to every connection and leaves no handles", () =>
+    Effect.gen(function*() {
+      const handlesBefore = process.getActiveResourcesInfo().filter((r) => r === "TCPSocketWrap" || r === "TCPServerWrap").length
+      const scope = yield* Scope.make()
+      const server = yield* WebSocketServer.make({ handler: echo }).pipe(Scope.extend(scope))
+      // the clients live in the test's scope, the server in its own
+      const clients = yield* Effect.forEach(Array.from({ length: 20 }), () => connect(server.url))
+      const recs = clients.map(recorder)
+      // under load: every client keeps sending while the server shuts down
+      const load = setInterval(() => {
+        for (const c of clients) if (c.readyState === c.OPEN) c.send("tick")
+      }, 1)
+      yield* Effect.sleep(50)
+      const closing = yield* Effect.fork(Scope.close(scope, Exit.void))
+      const codes = yield* Effect.forEach(recs, (r) => r.waitClose)
+      clearInterval(load)
+      yield* Fiber.join(closing)
+      assert.deepStrictEqual(codes.map((c) => c.code), Array(20).fill(1001))
+      yield* Effect.sleep(50)
+      const handlesAfter = process.getActiveResourcesInfo().filter((r) => r === "TCPSocketWrap" || r === "TCPServerWrap").length
+      assert.strictEqual(handlesAfter, handlesBefore)
+    }))
+})
+
+describe("chunked hand-off", () => {
+  it.scopedLive("many messages in one read reach the stream as one chunk", () =>
+    Effect.gen(function*() {
+      const sizes = yield* Deferred.make<number>()
+      const server = yield* WebSocketServer.make({
+        handler: (ws) =>
+          ws.messages.pipe(Stream.chunks, Stream.take(1), Stream.runForEach((c) => Deferred.succeed(sizes, Chunk.size(c))))
+      })
+      const raw = yield* rawConnect(server.address.port)
+      raw.socket.write(Buffer.concat(Array.from({ length: 50 }, (_, i) => clientFrame(1, "m" + i))))
+      assert.strictEqual(yield* Deferred.await(sizes), 50)
+    }))
+})
