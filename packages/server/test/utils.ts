@@ -16,6 +16,7 @@ export const connect = (
     Effect.async<WebSocket, Error>((resume) => {
       const ws = new WebSocket(url, options.protocols ?? [], { perMessageDeflate: false, ...options })
       recorders.set(ws, makeRecorder(ws))
+      ws.once("upgrade", (res) => upgradeHeaders.set(ws, res.headers as Record<string, string>))
       ws.once("open", () => resume(Effect.succeed(ws)))
       ws.once("error", (e) => resume(Effect.fail(e)))
       ws.once("unexpected-response", (_req, res) =>
@@ -23,6 +24,11 @@ export const connect = (
     }),
     (ws) => Effect.sync(() => ws.terminate())
   )
+
+const upgradeHeaders = new WeakMap<WebSocket, Record<string, string>>()
+
+/** The headers of the 101 response a `ws` client got. */
+export const responseHeaders = (ws: WebSocket): Record<string, string> => upgradeHeaders.get(ws) ?? {}
 
 const recorders = new WeakMap<WebSocket, ReturnType<typeof makeRecorder>>()
 
