@@ -12,3 +12,7 @@ export * as WebSocketServer from "./WebSocketServer.js"
 export * as MessageSchema from "./MessageSchema.js"
 /** @since 0.1.0 */
 export * as SocketInterop from "./SocketInterop.js"
+/** @since 0.1.0 */
+export * as HttpUpgrade from "./HttpUpgrade.js"
+/** @since 0.1.0 */
+export * as Broadcast from "./Broadcast.js"

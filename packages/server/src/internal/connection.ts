@@ -12,6 +12,8 @@ const END: unique symbol = Symbol("end")
 type Item = Message | typeof END
 
 let nextId = 1
+/** Metric updates pass one shared tags array: Effect caches the metric hook per array. */
+const NO_TAGS: Array<never> = []
 const CLOSED = new WebSocketClosedError({ reason: "connection is not open" })
 
 type Resume<A, E> = (effect: Effect.Effect<A, E>) => void
@@ -54,7 +56,7 @@ export class WsConnection<Data> implements WebSocket<Data> {
   lastPong = Date.now()
 
   private messagesIn = 0
-  private bytesIn = 0
+  private messagesOut = 0
 
   constructor(
     readonly socket: Socket,
@@ -76,7 +78,7 @@ export class WsConnection<Data> implements WebSocket<Data> {
   // ------------------------------------------------------------------ reader
 
   onData(chunk: Buffer): void {
-    this.bytesIn += chunk.length
+    const received = this.messagesIn
     this.inReader = true
     const core = this.core
     core.receiveData(chunk)
@@ -100,6 +102,11 @@ export class WsConnection<Data> implements WebSocket<Data> {
           break
       }
     }
+    Metrics.bytesReceived.unsafeUpdate(chunk.length, NO_TAGS)
+    if (this.messagesIn !== received) {
+      this.lastActivity = Date.now()
+      Metrics.messagesReceived.unsafeUpdate(this.messagesIn - received, NO_TAGS)
+    }
     if (core.failure !== undefined && this.closeInitiator === undefined) this.closeInitiator = "local"
     if (core.closeExpected) this.onClosing()
     this.inReader = false
@@ -107,13 +114,12 @@ export class WsConnection<Data> implements WebSocket<Data> {
     if (this.inboxBytes > this.options.inboxHighWaterMark && !this.paused) {
       this.paused = true
       this.socket.pause()
-      Metrics.backpressureEvents.unsafeUpdate(1, [])
+      Metrics.backpressureEvents.unsafeUpdate(1, NO_TAGS)
     }
     this.wake()
   }
 
   private deliver(m: Message): void {
-    this.lastActivity = Date.now()
     const cb = this.callback
     if (cb !== undefined) {
       cb(m)
@@ -159,9 +165,7 @@ export class WsConnection<Data> implements WebSocket<Data> {
       wasClean,
       initiatedBy: this.closeInitiator ?? (sent !== undefined ? "local" : "transport")
     }
-    Metrics.closeCodes.unsafeUpdate(String(info.code), [])
-    Metrics.messagesReceived.unsafeUpdate(this.messagesIn, [])
-    Metrics.bytesReceived.unsafeUpdate(this.bytesIn, [])
+    Metrics.closeCodes.unsafeUpdate(String(info.code), NO_TAGS)
     core.dispose()
     Deferred.unsafeDone(
       this.closedDeferred,
@@ -287,8 +291,7 @@ export class WsConnection<Data> implements WebSocket<Data> {
     const compress = options?.compress ?? true
     const err = typeof data === "string" ? this.core.sendText(data, compress) : this.core.sendBinary(data, compress)
     if (err !== undefined) return false
-    this.lastActivity = Date.now()
-    Metrics.messagesSent.unsafeUpdate(1, [])
+    this.messagesOut++
     this.scheduleFlush()
     return true
   }
@@ -306,7 +309,7 @@ export class WsConnection<Data> implements WebSocket<Data> {
     if (this.core.bufferedAmount + this.socket.writableLength <= this.options.highWaterMark) return Effect.void
     this.flush()
     if (this.socket.writableLength <= this.options.highWaterMark || this.transportClosed) return Effect.void
-    Metrics.backpressureEvents.unsafeUpdate(1, [])
+    Metrics.backpressureEvents.unsafeUpdate(1, NO_TAGS)
     return Effect.async<void>((resume) => {
       const w = () => resume(Effect.void)
       this.drainWaiters.push(w)
@@ -351,7 +354,12 @@ export class WsConnection<Data> implements WebSocket<Data> {
     if (out.length > 0) {
       let n = 0
       for (let i = 0; i < out.length; i++) n += out[i]!.byteLength
-      Metrics.bytesSent.unsafeUpdate(n, [])
+      Metrics.bytesSent.unsafeUpdate(n, NO_TAGS)
+      if (this.messagesOut > 0) {
+        Metrics.messagesSent.unsafeUpdate(this.messagesOut, NO_TAGS)
+        this.messagesOut = 0
+        this.lastActivity = Date.now()
+      }
     }
     if (core.closeTransport) {
       if (!socket.writableEnded) socket.end()
@@ -401,7 +409,7 @@ export class WsConnection<Data> implements WebSocket<Data> {
     if (ws.length === 0) return
     this.pongWaiters = []
     const rtt = now - this.pingSentAt
-    Metrics.pingRoundTrip.unsafeUpdate(rtt, [])
+    Metrics.pingRoundTrip.unsafeUpdate(rtt, NO_TAGS)
     for (const w of ws) w(Effect.succeed(rtt))
   }
 

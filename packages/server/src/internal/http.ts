@@ -1,0 +1,200 @@
+import { HandshakeError } from "@effect-websocket/protocol/Errors"
+import { validateUpgrade } from "@effect-websocket/protocol/Handshake"
+import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
+import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
+import { Effect, Fiber, FiberSet } from "effect"
+import type { Scope } from "effect"
+import * as http from "node:http"
+import type * as net from "node:net"
+import type { Duplex } from "node:stream"
+import * as Metrics from "../Metrics.js"
+import type { WsConnection } from "./connection.js"
+import type { HandlerOptions } from "./server.js"
+import { Engine } from "./server.js"
+
+const EMPTY = Buffer.alloc(0)
+const noop = () => {}
+
+// ---------------------------------------------------------------------------------------
+// Bytes that arrived with the request head
+// ---------------------------------------------------------------------------------------
+
+/** Head bytes of upgrade requests, recorded by `recordHead`, taken by the route handler. */
+const heads = new WeakMap<http.IncomingMessage, Buffer>()
+const recording = new WeakSet<http.Server>()
+
+/**
+ * Makes `server` keep, for each upgrade request, the bytes that arrived after its head
+ * (node:http hands them only to 'upgrade' listeners, as `head`). A conforming client sends
+ * nothing before the 101 (RFC 6455 §4.1), so the route works without this; with it, frames a
+ * client pipelines behind its request are not lost.
+ */
+export const recordHead = <S extends http.Server>(server: S): S => {
+  if (recording.has(server)) return server
+  recording.add(server)
+  server.prependListener("upgrade", (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+    if (head.length > 0) heads.set(req, head)
+    // Alone, this listener would make node:http hand every upgrade to nobody.
+    if (server.listenerCount("upgrade") === 1) socket.destroy()
+  })
+  return server
+}
+
+const takeHead = (req: http.IncomingMessage): Buffer => {
+  const head = heads.get(req)
+  if (head === undefined) return EMPTY
+  heads.delete(req)
+  return head
+}
+
+/** node:http removed its own listeners from an upgraded socket; an 'error' must not crash us. */
+const adopt = (socket: net.Socket): void => {
+  socket.on("error", noop)
+  socket.setTimeout(0)
+  socket.setNoDelay(true)
+}
+
+// ---------------------------------------------------------------------------------------
+// The route handler
+// ---------------------------------------------------------------------------------------
+
+const neverFork = (): never => {
+  throw new Error("HttpUpgrade: the route engine does not accept raw sockets")
+}
+
+/**
+ * The engine of one route: it also remembers, per socket, the connection it opened and the
+ * status it answered with (for the platform's logs and traces).
+ */
+class RouteEngine<Data, E, R, E2, R2> extends Engine<Data, E, R, E2, R2> {
+  readonly opened = new WeakMap<net.Socket, WsConnection<Data>>()
+  readonly answered = new WeakMap<net.Socket, number>()
+
+  constructor(options: HandlerOptions<Data, E, R, E2, R2>) {
+    super(options, neverFork)
+  }
+
+  override reject(
+    socket: net.Socket,
+    status: number,
+    reason: string,
+    headers?: Readonly<Record<string, string>> | undefined,
+    body?: string | undefined
+  ): void {
+    this.answered.set(socket, status)
+    super.reject(socket, status, reason, headers, body)
+  }
+
+  override runConnection(ws: WsConnection<Data>, rest: Uint8Array): Effect.Effect<void, never, R> {
+    this.opened.set(ws.socket, ws)
+    this.answered.set(ws.socket, 101)
+    return super.runConnection(ws, rest)
+  }
+
+  /**
+   * The request's fiber was interrupted: the HTTP server is shutting down (its serve scope
+   * interrupts every upgrade fiber), the peer went away, or a middleware gave up. Close with
+   * 1001 and wait for the closing handshake, as the standalone server does at shutdown.
+   */
+  leave(socket: net.Socket, fiber: Fiber.RuntimeFiber<void>): Effect.Effect<void> {
+    return Effect.suspend((): Effect.Effect<void> => {
+      const ws = this.opened.get(socket)
+      if (ws === undefined) {
+        // Still in the upgrade hook: nothing was written yet.
+        socket.destroy()
+        return Effect.asVoid(Fiber.interrupt(fiber))
+      }
+      ws.startClose(1001, "server shutting down")
+      return Fiber.await(fiber).pipe(
+        // runConnection bounds itself: close timeout for the handshake, then for the handler.
+        Effect.timeout(2 * this.options.closeTimeout + 1000),
+        Effect.ignore,
+        Effect.zipRight(Fiber.interrupt(fiber)),
+        Effect.zipRight(Effect.sync(() => socket.destroy()))
+      )
+    })
+  }
+}
+
+const UPGRADE_REQUIRED = { "Upgrade": "websocket", "Sec-WebSocket-Version": "13" } as const
+
+/** A request that is not a WebSocket upgrade: the HTTP answer the engine would have given. */
+const refuse = (req: http.IncomingMessage): HttpServerResponse.HttpServerResponse => {
+  const checked = validateUpgrade(req)
+  const error = checked instanceof HandshakeError
+    ? checked
+    : new HandshakeError({ status: 426, reason: "this request cannot be upgraded", headers: UPGRADE_REQUIRED })
+  Metrics.handshakesRejected.unsafeUpdate(1, [])
+  return HttpServerResponse.text(error.reason, { status: error.status, headers: error.headers ?? {} })
+}
+
+export const handler = <Data, E, R, E2, R2>(
+  options: HandlerOptions<Data, E, R, E2, R2>
+): Effect.Effect<HttpServerResponse.HttpServerResponse, never, HttpServerRequest.HttpServerRequest | R | R2> => {
+  const engine = new RouteEngine(options)
+  return Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) => {
+    const req = request.source
+    if (!(req instanceof http.IncomingMessage)) {
+      return Effect.succeed(
+        HttpServerResponse.text("WebSocket upgrades need @effect/platform-node's NodeHttpServer", { status: 501 })
+      )
+    }
+    // node:http sets `upgrade` when it hands the request to 'upgrade' listeners (the socket is
+    // then ours); any other request is answered over HTTP.
+    if ((req as { readonly upgrade?: boolean }).upgrade !== true) return Effect.succeed(refuse(req))
+    const socket = req.socket
+    adopt(socket)
+    return Effect.gen(function*() {
+      const fiber = yield* Effect.forkDaemon(engine.upgrade(socket, req, takeHead(req)))
+      yield* Effect.onInterrupt(Fiber.await(fiber), () => engine.leave(socket, fiber))
+      // The socket is destroyed (the connection ran) or ended (a refusal was written), so the
+      // platform writes nothing more on it; the status is for its logs and traces.
+      return HttpServerResponse.empty({ status: engine.answered.get(socket) ?? 500 })
+    })
+  })
+}
+
+// ---------------------------------------------------------------------------------------
+// A plain node:http / node:https server
+// ---------------------------------------------------------------------------------------
+
+export const attach = <Data, E, R, E2, R2>(
+  server: http.Server,
+  options: HandlerOptions<Data, E, R, E2, R2> & {
+    readonly path?: string | ((url: string) => boolean) | undefined
+  }
+): Effect.Effect<{ readonly connections: Effect.Effect<number> }, never, Scope.Scope | R | R2> =>
+  Effect.gen(function*() {
+    const runFork = yield* FiberSet.makeRuntime<R | R2>()
+    const engine = new Engine<Data, E, R, E2, R2>(options, runFork as any)
+    const path = options.path
+    const matches = path === undefined
+      ? () => true
+      : typeof path === "function"
+      ? path
+      : (url: string) => {
+        const q = url.indexOf("?")
+        return (q < 0 ? url : url.slice(0, q)) === path
+      }
+    const onUpgrade = (req: http.IncomingMessage, duplex: Duplex, head: Buffer) => {
+      const socket = duplex as net.Socket
+      if (!matches(req.url ?? "/")) {
+        // Another 'upgrade' listener may serve it; alone, we answer.
+        if (server.listenerCount("upgrade") === 1) {
+          socket.on("error", noop)
+          engine.reject(socket, 404, "no WebSocket endpoint here")
+        }
+        return
+      }
+      adopt(socket)
+      runFork(engine.upgrade(socket, req, head))
+    }
+    server.on("upgrade", onUpgrade)
+    yield* Effect.addFinalizer(() =>
+      Effect.suspend(() => {
+        server.removeListener("upgrade", onUpgrade)
+        return engine.shutdown()
+      })
+    )
+    return { connections: Effect.sync(() => engine.connections.size) }
+  })
