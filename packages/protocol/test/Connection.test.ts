@@ -315,6 +315,40 @@ describe("output", () => {
     assert.deepStrictEqual(r.events[99], { _tag: "Text", data: "msg 99" })
   })
 
+  it("connections sharing the output slab keep their own bytes when their writes interleave", () => {
+    const a = new Connection()
+    const b = new Connection()
+    for (let i = 0; i < 2000; i++) {
+      a.sendText("a" + i)
+      b.sendText("b" + i)
+    }
+    const ra = run(a.dataToSend(), { role: "client" })
+    const rb = run(b.dataToSend(), { role: "client" })
+    assert.deepStrictEqual(ra.events.map((e: any) => e.data), Array.from({ length: 2000 }, (_, i) => "a" + i))
+    assert.deepStrictEqual(rb.events.map((e: any) => e.data), Array.from({ length: 2000 }, (_, i) => "b" + i))
+  })
+
+  it("large-payload headers land in the new slab when the shared slab fills up", () => {
+    // 4-byte headers of 16 KiB payloads: the 64 KiB slab fills after 16,384 of them
+    const conns = [new Connection(), new Connection(), new Connection()]
+    const outs: Array<Array<Uint8Array>> = [[], [], []]
+    const payload = Buffer.alloc(5000, 7)
+    for (let i = 0; i < 40_000; i++) {
+      conns[i % 3]!.sendBinary(payload)
+      if (i % 7 === 0) conns.forEach((c, k) => outs[k]!.push(...c.dataToSend()))
+    }
+    conns.forEach((c, k) => outs[k]!.push(...c.dataToSend()))
+    for (const out of outs) {
+      const client = new Connection({ role: "client" })
+      let messages = 0
+      for (const b of out) {
+        assert.strictEqual(client.receiveData(Buffer.from(b)), undefined)
+        messages += client.eventsReceived().length
+      }
+      assert.isAtLeast(messages, 13_333)
+    }
+  })
+
   it("does not overwrite bytes already handed out", () => {
     const c = new Connection()
     c.sendText("first")

@@ -79,6 +79,14 @@ const DEFAULT_MAX_FRAGMENTS = 65_536
 /** A Close frame holds 125 bytes: 2 for the code, 123 for the reason. */
 const MAX_CLOSE_REASON = 123
 
+/**
+ * One output slab shared by every connection of the process (like Node's Buffer pool):
+ * headers and small payloads are bump-allocated in it, so an idle connection holds no
+ * output memory. Regions handed out are never written again; a full slab is replaced.
+ */
+let slab = Buffer.allocUnsafe(SLAB_SIZE)
+let slabPos = 0
+
 const toBuffer = (u: Uint8Array): Buffer =>
   Buffer.isBuffer(u) ? u : Buffer.from(u.buffer, u.byteOffset, u.byteLength)
 
@@ -136,12 +144,12 @@ export class Connection implements FrameSink {
   private msgBuf: Buffer | undefined = undefined
   private readonly utf8 = new Utf8Validator()
 
-  // output
+  // output: frames are written into the shared slab; `seg*` is this connection's pending run
   private out: Array<Uint8Array> = []
   private outBytes = 0
-  private slab = Buffer.allocUnsafe(0)
-  private slabPos = 0
+  private segSlab: Buffer | undefined = undefined
   private segStart = 0
+  private segEnd = 0
 
   constructor(options: ConnectionOptions = {}) {
     this.role = options.role ?? "server"
@@ -438,10 +446,10 @@ export class Connection implements FrameSink {
       this.writeFrame(Opcode.Text, true, c.compress(Buffer.from(text, "utf8")))
     } else if (length <= COPY_LIMIT && this.role === "server") {
       const hl = headerLength(length, false)
-      this.reserve(hl + length)
-      const pos = writeHeader(this.slab, this.slabPos, true, false, Opcode.Text, length, undefined)
-      this.slab.write(text, pos, length, "utf8")
-      this.slabPos = pos + length
+      const start = this.reserve(hl + length)
+      const pos = writeHeader(slab, start, true, false, Opcode.Text, length, undefined)
+      slab.write(text, pos, length, "utf8")
+      this.advance(hl + length)
       this.outBytes += hl + length
     } else {
       this.writeFrame(Opcode.Text, false, Buffer.from(text, "utf8"))
@@ -534,15 +542,17 @@ export class Connection implements FrameSink {
     const hl = headerLength(length, mask !== undefined)
     this.outBytes += hl + length
     if (length <= COPY_LIMIT) {
-      this.reserve(hl + length)
-      const pos = writeHeader(this.slab, this.slabPos, true, rsv1, op, length, mask)
-      this.slab.set(payload, pos)
-      if (mask !== undefined) applyMask(this.slab, pos, pos + length, mask, 0)
-      this.slabPos = pos + length
+      const start = this.reserve(hl + length)
+      const pos = writeHeader(slab, start, true, rsv1, op, length, mask)
+      slab.set(payload, pos)
+      if (mask !== undefined) applyMask(slab, pos, pos + length, mask, 0)
+      this.advance(hl + length)
       return
     }
-    this.reserve(hl)
-    this.slabPos = writeHeader(this.slab, this.slabPos, true, rsv1, op, length, mask)
+    // reserve first: it may replace the shared slab
+    const start = this.reserve(hl)
+    writeHeader(slab, start, true, rsv1, op, length, mask)
+    this.advance(hl)
     this.flushSegment()
     if (mask === undefined) {
       this.out.push(payload)
@@ -554,22 +564,34 @@ export class Connection implements FrameSink {
   }
 
   /**
-   * Makes room for `n` contiguous bytes in the output slab. Bytes already handed out are
-   * never overwritten: a full slab is replaced, not reused.
+   * Makes room for `n` contiguous bytes in the shared slab and returns where they start.
+   * The connection's pending run continues only if nobody else wrote in between.
    */
-  private reserve(n: number): void {
-    if (this.slabPos + n <= this.slab.length) return
-    this.flushSegment()
-    this.slab = Buffer.allocUnsafe(n > SLAB_SIZE ? n : SLAB_SIZE)
-    this.slabPos = 0
-    this.segStart = 0
+  private reserve(n: number): number {
+    if (slabPos + n > slab.length) {
+      slab = Buffer.allocUnsafe(n > SLAB_SIZE ? n : SLAB_SIZE)
+      slabPos = 0
+    }
+    if (this.segSlab !== slab || this.segEnd !== slabPos) {
+      this.flushSegment()
+      this.segSlab = slab
+      this.segStart = this.segEnd = slabPos
+    }
+    return slabPos
+  }
+
+  /** Commits `n` bytes written at the position `reserve` returned. */
+  private advance(n: number): void {
+    slabPos += n
+    this.segEnd = slabPos
   }
 
   private flushSegment(): void {
-    if (this.slabPos > this.segStart) {
-      this.out.push(this.slab.subarray(this.segStart, this.slabPos))
-      this.segStart = this.slabPos
+    if (this.segEnd > this.segStart) {
+      this.out.push(this.segSlab!.subarray(this.segStart, this.segEnd))
     }
+    this.segSlab = undefined
+    this.segStart = this.segEnd = 0
   }
 
   /** Frees compression contexts. Call when the transport is gone. */

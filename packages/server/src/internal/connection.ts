@@ -1,6 +1,6 @@
 import type { Connection } from "@effect-websocket/protocol/Connection"
 import type { ProtocolError } from "@effect-websocket/protocol/Errors"
-import { Chunk, Deferred, Effect, FiberId, Option, Stream } from "effect"
+import { Cause, Chunk, Deferred, Effect, FiberId, Option, Stream } from "effect"
 import type { Socket } from "node:net"
 import { InternalError, InvalidSendError, PolicyViolationError, WebSocketClosedError } from "../Errors.js"
 import * as Metrics from "../Metrics.js"
@@ -13,7 +13,7 @@ type Item = Message | typeof END
 
 let nextId = 1
 /** Metric updates pass one shared tags array: Effect caches the metric hook per array. */
-const NO_TAGS: Array<never> = []
+export const NO_TAGS: Array<never> = []
 const CLOSED = new WebSocketClosedError({ reason: "connection is not open" })
 
 type Resume<A, E> = (effect: Effect.Effect<A, E>) => void
@@ -27,8 +27,6 @@ type Resume<A, E> = (effect: Effect.Effect<A, E>) => void
 export class WsConnection<Data> implements WebSocket<Data> {
   readonly id = nextId++
   readonly closedDeferred: Deferred.Deferred<CloseInfo, ProtocolError> = Deferred.unsafeMake(FiberId.none)
-  /** Completes when closing started (any side) or the transport is gone. */
-  readonly closingDeferred: Deferred.Deferred<void> = Deferred.unsafeMake(FiberId.none)
   /** Completes when the TCP socket is closed. */
   readonly transportDeferred: Deferred.Deferred<void> = Deferred.unsafeMake(FiberId.none)
 
@@ -51,9 +49,17 @@ export class WsConnection<Data> implements WebSocket<Data> {
   private pingSentAt = 0
   private transportClosed = false
 
-  // timers state (read by the timers fiber)
+  // Deadlines, checked by the server's timer fiber (no timer or fiber per idle connection).
+  /** Last data message either way (idle timeout). */
   lastActivity = Date.now()
-  lastPong = Date.now()
+  /** Last bytes from the peer (keepalive: a live peer needs no ping). */
+  lastSeen = Date.now()
+  /** When our keepalive ping went out; 0 when none is outstanding. */
+  pingOutstandingSince = 0
+  /** When the close timeout expires; 0 while open. */
+  closeDeadline = 0
+  /** Called once when the socket is closed (the engine's bookkeeping). */
+  onTransportClosed: (() => void) | undefined = undefined
 
   private messagesIn = 0
   private messagesOut = 0
@@ -79,6 +85,7 @@ export class WsConnection<Data> implements WebSocket<Data> {
 
   onData(chunk: Buffer): void {
     const received = this.messagesIn
+    this.lastSeen = Date.now()
     this.inReader = true
     const core = this.core
     core.receiveData(chunk)
@@ -98,13 +105,12 @@ export class WsConnection<Data> implements WebSocket<Data> {
           if (this.closeInitiator === undefined) this.closeInitiator = "remote"
           break
         case "Ping":
-          this.lastPong = Date.now()
           break
       }
     }
     Metrics.bytesReceived.unsafeUpdate(chunk.length, NO_TAGS)
     if (this.messagesIn !== received) {
-      this.lastActivity = Date.now()
+      this.lastActivity = this.lastSeen
       Metrics.messagesReceived.unsafeUpdate(this.messagesIn - received, NO_TAGS)
     }
     if (core.failure !== undefined && this.closeInitiator === undefined) this.closeInitiator = "local"
@@ -138,7 +144,7 @@ export class WsConnection<Data> implements WebSocket<Data> {
     } else if (this.items[this.items.length - 1] !== END) {
       this.items.push(END)
     }
-    Deferred.unsafeDone(this.closingDeferred, Effect.void)
+    if (this.closeDeadline === 0) this.closeDeadline = Date.now() + this.options.closeTimeout
   }
 
   private onEnd(): void {
@@ -171,8 +177,8 @@ export class WsConnection<Data> implements WebSocket<Data> {
       this.closedDeferred,
       failure !== undefined && !this.localFailure ? Effect.fail(failure) : Effect.succeed(info)
     )
-    Deferred.unsafeDone(this.closingDeferred, Effect.void)
     Deferred.unsafeDone(this.transportDeferred, Effect.void)
+    this.onTransportClosed?.()
     for (const w of this.drainWaiters) w()
     this.drainWaiters = []
     for (const w of this.pongWaiters) w(Effect.interrupt as any)
@@ -252,18 +258,37 @@ export class WsConnection<Data> implements WebSocket<Data> {
     Effect.withFiberRuntime<void, ProtocolError | E, R>((fiber) => {
       const context = fiber.currentContext
       const errors: Array<E> = []
-      const runEffect = (eff: Effect.Effect<_, E, R>) => {
+      // Effects returned by the callback run concurrently; while the ones still running hold
+      // more than the inbox high-water mark (or 1,024 of them run), reading is paused.
+      let running = 0
+      let runningBytes = 0
+      const runEffect = (eff: Effect.Effect<_, E, R>, size: number) => {
+        running++
+        runningBytes += size
+        if (!this.paused && (runningBytes > this.options.inboxHighWaterMark || running > 1024)) {
+          this.paused = true
+          this.socket.pause()
+          Metrics.backpressureEvents.unsafeUpdate(1, NO_TAGS)
+        }
         Effect.runFork(Effect.provide(eff, context as any) as Effect.Effect<_, E>).addObserver((exit) => {
-          if (exit._tag === "Failure" && errors.length === 0) {
-            const failure = exit.cause
-            errors.push(failure as any)
-            this.terminate(new InternalError({ reason: "handler failed", cause: failure }))
+          running--
+          runningBytes -= size
+          if (
+            this.paused && !this.transportClosed && runningBytes <= this.options.inboxHighWaterMark >>> 1 &&
+            running <= 512
+          ) {
+            this.paused = false
+            this.socket.resume()
+          }
+          if (exit._tag === "Failure" && errors.length === 0 && !Cause.isInterruptedOnly(exit.cause)) {
+            errors.push(exit.cause as any)
+            this.terminate(new InternalError({ reason: "handler failed", cause: exit.cause }))
           }
         })
       }
       const cb = (m: Message) => {
         const r = onMessage(m)
-        if (r !== undefined && Effect.isEffect(r)) runEffect(r)
+        if (r !== undefined && Effect.isEffect(r)) runEffect(r, typeof m === "string" ? m.length : m.byteLength)
       }
       // Messages already in the inbox go first, in order.
       const pending = this.items.slice(this.head).filter((m): m is Message => m !== END)
@@ -363,7 +388,7 @@ export class WsConnection<Data> implements WebSocket<Data> {
     }
     if (core.closeTransport) {
       if (!socket.writableEnded) socket.end()
-      Deferred.unsafeDone(this.closingDeferred, Effect.void)
+      if (this.closeDeadline === 0) this.closeDeadline = Date.now() + this.options.closeTimeout
     } else if (socket.writableLength > this.options.maxBufferedBytes) {
       this.terminate(new PolicyViolationError({ reason: "send buffer over limit" }))
     }
@@ -404,7 +429,7 @@ export class WsConnection<Data> implements WebSocket<Data> {
 
   private onPong(): void {
     const now = Date.now()
-    this.lastPong = now
+    this.pingOutstandingSince = 0
     const ws = this.pongWaiters
     if (ws.length === 0) return
     this.pongWaiters = []
@@ -413,11 +438,30 @@ export class WsConnection<Data> implements WebSocket<Data> {
     for (const w of ws) w(Effect.succeed(rtt))
   }
 
-  /** Sends a keepalive ping without waiting; the timers fiber checks `lastPong`. */
-  sendKeepalivePing(): void {
-    if (this.core.sendPing() !== undefined) return
-    this.pingSentAt = Date.now()
-    this.scheduleFlush()
+  /**
+   * Checks this connection's deadlines (called by the server's timer fiber): close timeout,
+   * keepalive ping and its timeout, idle timeout.
+   */
+  checkDeadlines(now: number): void {
+    if (this.transportClosed) return
+    const o = this.options
+    if (this.closeDeadline !== 0) {
+      if (now >= this.closeDeadline) this.destroy()
+      return
+    }
+    if (o.keepaliveInterval > 0) {
+      if (this.pingOutstandingSince !== 0) {
+        if (now - this.pingOutstandingSince >= o.keepaliveTimeout) {
+          // A half-open peer: nothing will reach it, so no Close; the connection ends as 1006.
+          this.destroy()
+          return
+        }
+      } else if (now - this.lastSeen >= o.keepaliveInterval && this.core.sendPing() === undefined) {
+        this.pingOutstandingSince = this.pingSentAt = now
+        this.flush()
+      }
+    }
+    if (o.idleTimeout > 0 && now - this.lastActivity >= o.idleTimeout) this.startClose(1001, "idle timeout")
   }
 
   readonly ping = (data?: Uint8Array): Effect.Effect<number, WebSocketClosedError | InvalidSendError> =>
@@ -428,6 +472,7 @@ export class WsConnection<Data> implements WebSocket<Data> {
         return Effect.fail(err.reason.startsWith("connection is") ? CLOSED : err)
       }
       this.pingSentAt = Date.now()
+      if (this.pingOutstandingSince === 0) this.pingOutstandingSince = this.pingSentAt
       this.scheduleFlush()
       return Effect.async<number, never>((resume) => {
         this.pongWaiters.push(resume)

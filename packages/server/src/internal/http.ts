@@ -13,6 +13,7 @@ import type { HandlerOptions } from "./server.js"
 import { Engine } from "./server.js"
 
 const EMPTY = Buffer.alloc(0)
+const NO_TAGS: Array<never> = []
 const noop = () => {}
 
 // ---------------------------------------------------------------------------------------
@@ -85,10 +86,14 @@ class RouteEngine<Data, E, R, E2, R2> extends Engine<Data, E, R, E2, R2> {
     super.reject(socket, status, reason, headers, body)
   }
 
-  override runConnection(ws: WsConnection<Data>, rest: Uint8Array): Effect.Effect<void, never, R> {
+  override startConnection(
+    ws: WsConnection<Data>,
+    rest: Uint8Array,
+    runFork: <A, EX>(effect: Effect.Effect<A, EX, R>) => Fiber.RuntimeFiber<A, EX>
+  ): void {
     this.opened.set(ws.socket, ws)
     this.answered.set(ws.socket, 101)
-    return super.runConnection(ws, rest)
+    super.startConnection(ws, rest, runFork)
   }
 
   /**
@@ -106,7 +111,7 @@ class RouteEngine<Data, E, R, E2, R2> extends Engine<Data, E, R, E2, R2> {
       }
       ws.startClose(1001, "server shutting down")
       return Fiber.await(fiber).pipe(
-        // runConnection bounds itself: close timeout for the handshake, then for the handler.
+        // the connection bounds itself: close timeout for the handshake, then for the handler.
         Effect.timeout(2 * this.options.closeTimeout + 1000),
         Effect.ignore,
         Effect.zipRight(Fiber.interrupt(fiber)),
@@ -124,7 +129,7 @@ const refuse = (req: http.IncomingMessage): HttpServerResponse.HttpServerRespons
   const error = checked instanceof HandshakeError
     ? checked
     : new HandshakeError({ status: 426, reason: "this request cannot be upgraded", headers: UPGRADE_REQUIRED })
-  Metrics.handshakesRejected.unsafeUpdate(1, [])
+  Metrics.handshakesRejected.unsafeUpdate(1, NO_TAGS)
   return HttpServerResponse.text(error.reason, { status: error.status, headers: error.headers ?? {} })
 }
 
@@ -149,7 +154,8 @@ export const handler = <Data, E, R, E2, R2>(
       yield* Effect.onInterrupt(Fiber.await(fiber), () => engine.leave(socket, fiber))
       // The socket is destroyed (the connection ran) or ended (a refusal was written), so the
       // platform writes nothing more on it; the status is for its logs and traces.
-      return HttpServerResponse.empty({ status: engine.answered.get(socket) ?? 500 })
+      // (499: the peer left while the hook ran, the platform's code for a client abort)
+      return HttpServerResponse.empty({ status: engine.answered.get(socket) ?? 499 })
     })
   })
 }

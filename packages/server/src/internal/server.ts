@@ -3,12 +3,14 @@ import { HandshakeError, isProtocolError } from "@effect-websocket/protocol/Erro
 import type { RawRequest, UpgradeRequest } from "@effect-websocket/protocol/Handshake"
 import { acceptResponse, rejectResponse, RequestParser, validateUpgrade } from "@effect-websocket/protocol/Handshake"
 import { negotiate, PerMessageDeflate } from "@effect-websocket/protocol/PerMessageDeflate"
-import { Cause, Deferred, Effect, Exit, Fiber, FiberSet, Option } from "effect"
+import { Cause, Deferred, Effect, Exit, FiberId, FiberSet, Option, Runtime } from "effect"
+import type { Fiber } from "effect"
 import type { Context, Scope } from "effect"
 import * as net from "node:net"
 import * as tls from "node:tls"
 import { InternalError, InvalidPayloadError, ServerError, UpgradeRejected } from "../Errors.js"
 import * as Metrics from "../Metrics.js"
+import { NO_TAGS } from "./connection.js"
 import type { CloseInfo, RequestInfo, WebSocket } from "../WebSocket.js"
 import { WsConnection } from "./connection.js"
 import type { Limits, Resolved } from "./options.js"
@@ -60,6 +62,8 @@ export const closeCodeForHandlerFailure = (cause: Cause.Cause<unknown>): { code:
 export class Engine<Data, E, R, E2, R2> {
   readonly options: Resolved
   readonly connections = new Set<WsConnection<Data>>()
+  /** Sockets still sending their upgrade request (destroyed at shutdown). */
+  readonly pending = new Set<net.Socket>()
   shuttingDown = false
 
   constructor(
@@ -87,17 +91,17 @@ export class Engine<Data, E, R, E2, R2> {
       cleanup()
       socket.destroy()
     }, this.options.handshakeTimeout)
+    this.pending.add(socket)
     const cleanup = () => {
+      this.pending.delete(socket)
       clearTimeout(timer)
       socket.removeListener("data", onData)
-      socket.removeListener("error", onError)
-      socket.removeListener("close", onError)
+      socket.removeListener("close", onClose)
     }
-    const onError = () => {
+    const onClose = () => {
       if (done) return
       done = true
       cleanup()
-      socket.destroy()
     }
     const onData = (chunk: Buffer) => {
       if (done) return
@@ -110,11 +114,25 @@ export class Engine<Data, E, R, E2, R2> {
         this.reject(socket, result.status, result.reason, result.headers)
         return
       }
-      this.runFork(this.upgrade(socket, result.request, result.rest))
+      this.handle(socket, result.request, result.rest)
     }
+    // errors (ECONNRESET, ...) are followed by 'close'; this listener stays for the socket's life
+    socket.on("error", noop)
     socket.on("data", onData)
-    socket.on("error", onError)
-    socket.on("close", onError)
+    socket.on("close", onClose)
+  }
+
+  /**
+   * The standalone path: with no upgrade hook the upgrade is synchronous (no fiber until the
+   * handler's); with a hook, one fiber runs the hook and then accepts.
+   */
+  handle(socket: net.Socket, raw: RawRequest | UpgradeRequestLike, rest: Uint8Array): void {
+    if (this.handlerOptions.onUpgrade === undefined) {
+      const info = this.validate(socket, raw)
+      if (info !== undefined) this.accept(socket, info, { data: undefined as Data }, rest, this.runFork)
+      return
+    }
+    this.runFork(this.upgrade(socket, raw, rest, false))
   }
 
   /** Answers with a complete HTTP error response and closes; nothing after it is read. */
@@ -125,28 +143,41 @@ export class Engine<Data, E, R, E2, R2> {
     headers?: Readonly<Record<string, string>> | undefined,
     body?: string | undefined
   ): void {
-    Metrics.handshakesRejected.unsafeUpdate(1, [])
+    Metrics.handshakesRejected.unsafeUpdate(1, NO_TAGS)
     socket.removeAllListeners("data")
-    socket.on("error", () => {})
+    socket.on("error", noop)
     socket.pause()
     socket.end(rejectResponse({ status, reason, headers, body }))
     // a peer that never reads its response is cut after the close timeout
     setTimeout(() => socket.destroy(), this.options.closeTimeout).unref()
   }
 
-  /** Validates, runs the hook, writes the 101 and runs the connection to its end. */
-  upgrade(socket: net.Socket, raw: RawRequest | UpgradeRequestLike, rest: Uint8Array): Effect.Effect<void, never, R | R2> {
+  private validate(socket: net.Socket, raw: RawRequest | UpgradeRequestLike): UpgradeInfo | undefined {
+    if (this.shuttingDown) {
+      this.reject(socket, 503, "server is shutting down")
+      return undefined
+    }
+    const request = validateUpgrade(raw)
+    if (request instanceof HandshakeError) {
+      this.reject(socket, request.status, request.reason, request.headers)
+      return undefined
+    }
+    return { ...request, remoteAddress: socket.remoteAddress, remotePort: socket.remotePort }
+  }
+
+  /**
+   * Validates, runs the hook, writes the 101 and starts the connection. With `wait` (the
+   * HTTP route's fiber), the Effect lasts until the connection's socket is closed.
+   */
+  upgrade(
+    socket: net.Socket,
+    raw: RawRequest | UpgradeRequestLike,
+    rest: Uint8Array,
+    wait = true
+  ): Effect.Effect<void, never, R | R2> {
     return Effect.suspend(() => {
-      if (this.shuttingDown) {
-        this.reject(socket, 503, "server is shutting down")
-        return Effect.void
-      }
-      const request = validateUpgrade(raw)
-      if (request instanceof HandshakeError) {
-        this.reject(socket, request.status, request.reason, request.headers)
-        return Effect.void
-      }
-      const info: UpgradeInfo = { ...request, remoteAddress: socket.remoteAddress, remotePort: socket.remotePort }
+      const info = this.validate(socket, raw)
+      if (info === undefined) return Effect.void
       const hook = this.handlerOptions.onUpgrade
       const decided: Effect.Effect<UpgradeAccept<Data>, UpgradeRejected | E2, R2> = hook !== undefined
         ? hook(info)
@@ -161,25 +192,31 @@ export class Engine<Data, E, R, E2, R2> {
           this.reject(socket, 500, "upgrade hook failed")
           return Effect.logWarning("WebSocket upgrade hook failed", cause)
         },
-        onSuccess: (accept) => this.accepted(socket, info, accept, rest)
+        onSuccess: (accept) =>
+          Effect.flatMap(Effect.runtime<R>(), (runtime) => {
+            const ws = this.accept(socket, info, accept, rest, Runtime.runFork(runtime))
+            return ws !== undefined && wait ? Deferred.await(ws.transportDeferred) : Effect.void
+          })
       })
     })
   }
 
-  private accepted(
+  /** Negotiates, writes the 101 and starts the connection (synchronously). */
+  private accept(
     socket: net.Socket,
     request: UpgradeInfo,
     accept: UpgradeAccept<Data>,
-    rest: Uint8Array
-  ): Effect.Effect<void, never, R> {
+    rest: Uint8Array,
+    runFork: <A, EX>(effect: Effect.Effect<A, EX, R>) => Fiber.RuntimeFiber<A, EX>
+  ): WsConnection<Data> | undefined {
     if (this.shuttingDown || socket.destroyed) {
       socket.destroy()
-      return Effect.void
+      return undefined
     }
     let protocol = accept.protocol
     if (protocol !== undefined && !request.protocols.includes(protocol)) {
       this.reject(socket, 500, "the upgrade hook selected a subprotocol the client did not offer")
-      return Effect.void
+      return undefined
     }
     if (protocol === undefined && this.handlerOptions.protocols !== undefined) {
       protocol = this.handlerOptions.protocols.find((p) => request.protocols.includes(p))
@@ -189,10 +226,6 @@ export class Engine<Data, E, R, E2, R2> {
     const pmd = this.options.perMessageDeflate
     if (pmd !== undefined && request.extensions.length > 0) {
       const agreed = negotiate(request.extensions, pmd)
-      if (agreed instanceof HandshakeError) {
-        this.reject(socket, agreed.status, agreed.reason, agreed.headers)
-        return Effect.void
-      }
       if (agreed !== undefined) {
         compression = new PerMessageDeflate(agreed.params, pmd)
         extensions = agreed.response
@@ -214,67 +247,116 @@ export class Engine<Data, E, R, E2, R2> {
     }
     socket.write(acceptResponse({ key: request.key, protocol, extensions, headers: accept.headers }))
     const ws = new WsConnection<Data>(socket, core, this.options, requestInfo, protocol, extensions, accept.data)
-    return this.runConnection(ws, rest)
+    this.startConnection(ws, rest, runFork)
+    return ws
   }
 
-  /** The connection's life: handler fiber, timers, close timeout; its scope frees everything. */
-  runConnection(ws: WsConnection<Data>, rest: Uint8Array): Effect.Effect<void, never, R> {
-    const options = this.options
+  /**
+   * The connection's life. Its scope (the handler runs in it) and socket are released when
+   * the socket closes; the handler fiber is the only fiber it owns. Deadlines (close
+   * timeout, keepalive, idle) are checked by the engine's timer fiber, which runs while
+   * connections are open.
+   */
+  startConnection(
+    ws: WsConnection<Data>,
+    rest: Uint8Array,
+    runFork: <A, EX>(effect: Effect.Effect<A, EX, R>) => Fiber.RuntimeFiber<A, EX>
+  ): void {
     const connections = this.connections
-    return Effect.gen(this, function*() {
-      connections.add(ws)
-      Metrics.connectionsOpen.unsafeUpdate(connections.size, [])
-      Metrics.connectionsTotal.unsafeUpdate(1, [])
-      yield* Effect.addFinalizer(() =>
-        Effect.sync(() => {
-          ws.socket.destroy()
-          connections.delete(ws)
-          Metrics.connectionsOpen.unsafeUpdate(connections.size, [])
+    connections.add(ws)
+    Metrics.connectionsOpen.unsafeUpdate(connections.size, NO_TAGS)
+    Metrics.connectionsTotal.unsafeUpdate(1, NO_TAGS)
+    if (!this.timersRunning) {
+      this.timersRunning = true
+      runFork(this.timers)
+    }
+    const fiber = runFork(
+      Effect.scoped(this.handlerOptions.handler(ws)).pipe(
+        Effect.withSpan("websocket.connection", {
+          attributes: { "websocket.id": ws.id, "url.path": ws.request.url },
+          captureStackTrace: false
         })
       )
-      if (rest.length > 0) ws.onData(Buffer.from(rest.buffer, rest.byteOffset, rest.byteLength))
-      ws.socket.resume()
-
-      const handlerFiber = yield* Effect.forkScoped(
-        Effect.exit(this.handlerOptions.handler(ws)).pipe(
-          Effect.flatMap((exit) => {
-            if (Exit.isSuccess(exit)) {
-              ws.startClose(1000, "")
-              return Effect.void
-            }
-            if (Cause.isInterruptedOnly(exit.cause)) return Effect.void
-            const failure = Cause.failureOption(exit.cause)
-            const error = Option.isSome(failure) ? failure.value as { readonly _tag?: string } : undefined
-            // The stream's own protocol error, or a send after the peer left: already closing.
-            if (error !== undefined && (isProtocolError(error) && ws.core.failure !== undefined || error._tag === "WebSocketClosedError")) {
-              return Effect.logDebug("WebSocket handler ended with the connection", exit.cause)
-            }
-            const { code, reason } = closeCodeForHandlerFailure(exit.cause)
-            if (code === 1007) {
-              ws.terminate(new InvalidPayloadError({ reason }))
-              return Effect.logDebug("WebSocket message did not decode", exit.cause)
-            }
-            ws.terminate(new InternalError({ reason: "internal error", cause: exit.cause }))
-            return Effect.logError("WebSocket handler failed", exit.cause)
-          })
-        )
-      )
-      if (options.keepaliveInterval > 0 || options.idleTimeout > 0) {
-        yield* Effect.forkScoped(timers(ws, options))
-      }
-      // Wait until closing starts (either side), then give the handshake the close timeout.
-      yield* Effect.raceFirst(Deferred.await(ws.closingDeferred), Fiber.await(handlerFiber))
-      const ended = yield* Deferred.await(ws.transportDeferred).pipe(Effect.timeout(options.closeTimeout), Effect.option)
-      if (Option.isNone(ended)) ws.destroy()
-      // The handler may still be finishing (logging `closed`, ...): give it the close timeout.
-      yield* Fiber.await(handlerFiber).pipe(Effect.timeout(options.closeTimeout), Effect.ignore)
-    }).pipe(
-      Effect.scoped,
-      Effect.withSpan("websocket.connection", {
-        attributes: { "websocket.id": ws.id, "url.path": ws.request.url, "websocket.protocol": ws.protocol ?? "" }
-      })
     )
+    fiber.addObserver((exit) => this.onHandlerExit(ws, exit, runFork))
+    ws.onTransportClosed = () => {
+      connections.delete(ws)
+      Metrics.connectionsOpen.unsafeUpdate(connections.size, NO_TAGS)
+      // The handler may still be finishing (logging `closed`, ...): it gets the close timeout.
+      if (fiber.unsafePoll() === null) {
+        setTimeout(() => {
+          if (fiber.unsafePoll() === null) fiber.unsafeInterruptAsFork(FiberId.none)
+        }, this.options.closeTimeout).unref()
+      }
+    }
+    if (rest.length > 0) ws.onData(Buffer.from(rest.buffer, rest.byteOffset, rest.byteLength))
+    ws.socket.resume()
   }
+
+  private onHandlerExit(
+    ws: WsConnection<Data>,
+    exit: Exit.Exit<unknown, E>,
+    runFork: <A, EX>(effect: Effect.Effect<A, EX, R>) => Fiber.RuntimeFiber<A, EX>
+  ): void {
+    if (Exit.isSuccess(exit)) {
+      ws.startClose(1000, "")
+      return
+    }
+    if (Cause.isInterruptedOnly(exit.cause)) {
+      ws.startClose(1001, "")
+      return
+    }
+    const failure = Cause.failureOption(exit.cause)
+    const error = Option.isSome(failure) ? failure.value as { readonly _tag?: string } : undefined
+    // The stream's own protocol error, or a send after the peer left: already closing.
+    if (
+      error !== undefined &&
+      (isProtocolError(error) && ws.core.failure !== undefined || error._tag === "WebSocketClosedError")
+    ) {
+      return
+    }
+    const { code, reason } = closeCodeForHandlerFailure(exit.cause)
+    if (code === 1007) {
+      ws.terminate(new InvalidPayloadError({ reason }))
+      return
+    }
+    ws.terminate(new InternalError({ reason: "internal error", cause: exit.cause }))
+    runFork(Effect.logError("WebSocket handler failed", exit.cause))
+  }
+
+  private timersRunning = false
+
+  /** Granularity of the deadlines: a quarter of the shortest timeout, between 10 ms and 1 s. */
+  private get tick(): number {
+    const o = this.options
+    const shortest = Math.min(
+      o.closeTimeout,
+      o.keepaliveInterval > 0 ? Math.min(o.keepaliveInterval, o.keepaliveTimeout) : Infinity,
+      o.idleTimeout > 0 ? o.idleTimeout : Infinity
+    )
+    return Math.max(10, Math.min(1000, Math.floor(shortest / 4)))
+  }
+
+  /** One fiber for every connection's deadlines; it ends when no connection is open. */
+  private readonly timers: Effect.Effect<void> = Effect.suspend(() => {
+    const loop: Effect.Effect<void> = Effect.suspend(() => {
+      if (this.connections.size === 0) {
+        this.timersRunning = false
+        return Effect.void
+      }
+      return Effect.zipRight(
+        Effect.sleep(this.tick),
+        Effect.suspend(() => {
+          const now = Date.now()
+          for (const ws of this.connections) ws.checkDeadlines(now)
+          return loop
+        })
+      )
+    })
+    return Effect.onExit(loop, () => Effect.sync(() => {
+      this.timersRunning = false
+    }))
+  })
 
   /**
    * Graceful shutdown: no new upgrades (503), 1001 to every open connection, up to the close
@@ -283,6 +365,7 @@ export class Engine<Data, E, R, E2, R2> {
   shutdown(): Effect.Effect<void> {
     return Effect.suspend(() => {
       this.shuttingDown = true
+      for (const socket of this.pending) socket.destroy()
       const open = [...this.connections]
       for (const ws of open) ws.startClose(1001, "server shutting down")
       return Effect.forEach(open, (ws) => Deferred.await(ws.transportDeferred), { concurrency: "unbounded", discard: true }).pipe(
@@ -298,6 +381,8 @@ export class Engine<Data, E, R, E2, R2> {
   }
 }
 
+const noop = () => {}
+
 /** A request head already parsed elsewhere (node:http). */
 export interface UpgradeRequestLike {
   readonly method?: string | undefined
@@ -305,36 +390,6 @@ export interface UpgradeRequestLike {
   readonly httpVersion: string
   readonly headers: Readonly<Record<string, string | ReadonlyArray<string> | undefined>>
 }
-
-/** Keepalive pings and the idle timeout, in one fiber per connection. */
-const timers = <Data>(ws: WsConnection<Data>, options: Resolved): Effect.Effect<void> =>
-  Effect.gen(function*() {
-    const interval = options.keepaliveInterval
-    const idle = options.idleTimeout
-    while (!ws.isTransportClosed) {
-      const now = Date.now()
-      let wait = Infinity
-      if (interval > 0) wait = Math.min(wait, interval)
-      if (idle > 0) wait = Math.min(wait, ws.lastActivity + idle - now)
-      yield* Effect.sleep(Math.max(1, wait))
-      if (ws.isTransportClosed) return
-      if (idle > 0 && Date.now() - ws.lastActivity >= idle) {
-        ws.startClose(1001, "idle timeout")
-        return
-      }
-      if (interval > 0 && Date.now() - ws.lastActivity >= interval) {
-        const sentAt = Date.now()
-        ws.sendKeepalivePing()
-        yield* Effect.sleep(options.keepaliveTimeout)
-        if (ws.isTransportClosed) return
-        if (ws.lastPong < sentAt) {
-          yield* Effect.logDebug("WebSocket keepalive timed out")
-          ws.destroy()
-          return
-        }
-      }
-    }
-  })
 
 /** The standalone server: a TCP or TLS listener feeding an engine. */
 export const listen = <Data, E, R, E2, R2>(
