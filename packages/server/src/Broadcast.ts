@@ -235,18 +235,18 @@ export const make = (options: Options = {}): Effect.Effect<Service, never, Scope
           if (buffered > policy.maxBufferedBytes) {
             if (policy.onSlow === "drop") {
               result.dropped++
-              internal.dropped.unsafeUpdate(1, [])
+              internal.dropped.unsafeUpdate(1, internal.NO_TAGS)
               return Effect.void
             }
             result.closed++
-            internal.slowClosed.unsafeUpdate(1, [])
+            internal.slowClosed.unsafeUpdate(1, internal.NO_TAGS)
             registry.unsubscribeAll(member.ws)
             runFork(Effect.ignore(member.ws.close(1008, "subscriber too slow")))
             return Effect.void
           }
           if (member.ws.unsafeSend(message, { compress })) {
             result.sent++
-            internal.delivered.unsafeUpdate(1, [])
+            internal.delivered.unsafeUpdate(1, internal.NO_TAGS)
           }
           return Effect.void
         }), { discard: true })

@@ -26,6 +26,9 @@
  * `data`); the platform's own WebSocket support (`HttpServerRequest.upgrade`, built on `ws`)
  * is not involved. A request to the route that is not an upgrade gets an HTTP answer (426
  * with `Upgrade: websocket`, or 405 for another method); a refused upgrade gets its status.
+ * node:http has parsed the request head, so its own limits apply to it (`headersTimeout`,
+ * `maxHeaderSize`) rather than the options `handshakeTimeout`, `maxHeaderBytes` and
+ * `maxHeaders`; every other limit and timeout applies as in the standalone server.
  *
  * Shutdown: releasing the server's Layer interrupts every request fiber, including those
  * holding WebSocket connections; each of them then closes its connection with 1001, waits for
@@ -106,7 +109,8 @@ export interface Attached {
  * Serves WebSocket upgrades of a `node:http` or `node:https` server (any `http.Server`) for
  * the lifetime of the current scope. Closing the scope removes the listener, closes every
  * connection with 1001 and waits up to the close timeout for their closing handshakes
- * before it destroys the rest. The server itself (listen, close) stays the caller's.
+ * before it destroys the rest. The server itself (listen, close) stays the caller's. As with
+ * `handler`, node:http's own limits apply to the request head.
  *
  * @since 0.1.0
  * @category constructors

@@ -159,3 +159,209 @@ export const clientFrame = (opcode: number, payload: Buffer | string, fin = true
   for (let i = 0; i < masked.length; i++) masked[i]! ^= mask[i % 4]!
   return Buffer.concat([head, mask, masked])
 }
+
+// ---------------------------------------------------------------------------------------
+// Raw-socket helpers for adversarial tests (appended; shared)
+// ---------------------------------------------------------------------------------------
+
+/** The RFC 6455 §1.2 key, valid for any upgrade request. */
+export const TEST_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+
+/**
+ * An upgrade request head. `headers` lines replace the defaults of the same name
+ * (case-insensitive) and are appended otherwise; a `null` value removes a default.
+ */
+export const upgradeRequest = (
+  headers: Readonly<Record<string, string | null>> = {},
+  requestLine = "GET / HTTP/1.1"
+): string => {
+  const base: Array<[string, string]> = [
+    ["Host", "127.0.0.1"],
+    ["Upgrade", "websocket"],
+    ["Connection", "Upgrade"],
+    ["Sec-WebSocket-Key", TEST_KEY],
+    ["Sec-WebSocket-Version", "13"]
+  ]
+  const lines: Array<string> = []
+  const given = new Map(Object.entries(headers).map(([k, v]) => [k.toLowerCase(), [k, v] as const]))
+  for (const [name, value] of base) {
+    const override = given.get(name.toLowerCase())
+    if (override === undefined) lines.push(`${name}: ${value}`)
+    else if (override[1] !== null) lines.push(`${override[0]}: ${override[1]}`)
+    given.delete(name.toLowerCase())
+  }
+  for (const [name, value] of given.values()) if (value !== null) lines.push(`${name}: ${value}`)
+  return requestLine + "\r\n" + lines.join("\r\n") + "\r\n\r\n"
+}
+
+/** A TCP client with no protocol logic: records every byte received and its close. */
+export interface RawSocket {
+  readonly socket: net.Socket
+  /** Everything received so far. */
+  readonly received: () => Buffer
+  readonly isClosed: () => boolean
+  /** Completes when the socket closed (either side, or a reset). */
+  readonly closed: Effect.Effect<void>
+  /** Completes with true when `pred(received)` holds, with false if the socket closed first. */
+  readonly waitFor: (pred: (received: Buffer) => boolean) => Effect.Effect<boolean>
+}
+
+const makeRawSocket = (socket: net.Socket): RawSocket => {
+  const chunks: Array<Buffer> = []
+  let joined: Buffer | undefined = Buffer.alloc(0)
+  let isClosed = false
+  let waiters: Array<() => void> = []
+  const notify = () => {
+    const w = waiters
+    waiters = []
+    for (const f of w) f()
+  }
+  const received = () => (joined ??= Buffer.concat(chunks))
+  socket.on("data", (d: Buffer) => {
+    chunks.push(d)
+    joined = undefined
+    notify()
+  })
+  socket.on("error", () => {})
+  socket.on("close", () => {
+    isClosed = true
+    notify()
+  })
+  const waitFor = (pred: (received: Buffer) => boolean): Effect.Effect<boolean> =>
+    Effect.async<boolean>((resume) => {
+      const check = () => {
+        if (pred(received())) resume(Effect.succeed(true))
+        else if (isClosed) resume(Effect.succeed(false))
+        else waiters.push(check)
+      }
+      check()
+    })
+  return {
+    socket,
+    received,
+    isClosed: () => isClosed,
+    closed: Effect.asVoid(waitFor(() => false)),
+    waitFor
+  }
+}
+
+/** Opens a raw TCP connection (destroyed with the scope) once it is connected. */
+export const rawSocket = (port: number, host = "127.0.0.1"): Effect.Effect<RawSocket, Error, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.async<RawSocket, Error>((resume) => {
+      const socket = net.connect(port, host)
+      const raw = makeRawSocket(socket)
+      const onError = (e: Error) => resume(Effect.fail(e))
+      socket.once("error", onError)
+      socket.once("connect", () => {
+        socket.removeListener("error", onError)
+        resume(Effect.succeed(raw))
+      })
+    }),
+    ({ socket }) => Effect.sync(() => socket.destroy())
+  )
+
+/** Wraps an already created socket (a TLS one, say) in the same recorder. */
+export const recordSocket = (socket: net.Socket): RawSocket => makeRawSocket(socket)
+
+/** Where an HTTP response head ends in `received` (-1 while incomplete). */
+export const headEnd = (received: Buffer): number => {
+  const i = received.indexOf("\r\n\r\n")
+  return i < 0 ? -1 : i + 4
+}
+
+/** A frame as the server sent it (unmasked). */
+export interface ServerFrame {
+  readonly fin: boolean
+  readonly rsv: number
+  readonly opcode: number
+  readonly payload: Buffer
+}
+
+/** Decodes the complete server frames in `bytes` (ignores a trailing partial one). */
+export const parseServerFrames = (bytes: Buffer): Array<ServerFrame> => {
+  const frames: Array<ServerFrame> = []
+  let p = 0
+  while (p + 2 <= bytes.length) {
+    const b0 = bytes[p]!
+    const b1 = bytes[p + 1]!
+    let len = b1 & 0x7f
+    let q = p + 2
+    if (len === 126) {
+      if (q + 2 > bytes.length) break
+      len = bytes.readUInt16BE(q)
+      q += 2
+    } else if (len === 127) {
+      if (q + 8 > bytes.length) break
+      len = Number(bytes.readBigUInt64BE(q))
+      q += 8
+    }
+    if (b1 & 0x80) q += 4
+    if (q + len > bytes.length) break
+    frames.push({ fin: (b0 & 0x80) !== 0, rsv: (b0 >> 4) & 7, opcode: b0 & 0x0f, payload: bytes.subarray(q, q + len) })
+    p = q + len
+  }
+  return frames
+}
+
+/** The code of the first Close frame in `bytes` (1005 for an empty one), or undefined. */
+export const closeCodeIn = (bytes: Buffer): number | undefined => {
+  const close = parseServerFrames(bytes).find((f) => f.opcode === 8)
+  if (close === undefined) return undefined
+  return close.payload.length >= 2 ? close.payload.readUInt16BE(0) : 1005
+}
+
+/**
+ * Any client frame, valid or not: `mask: false` sends it unmasked, `rsv` sets RSV1-3
+ * (bits 0b100, 0b010, 0b001), `length` overrides the declared length (`"64"` forces the
+ * 8-byte form, a bigint writes those 64 bits verbatim).
+ */
+export const craftFrame = (options: {
+  readonly opcode: number
+  readonly payload?: Buffer | string
+  readonly fin?: boolean
+  readonly rsv?: number
+  readonly mask?: false | Buffer
+  readonly length?: number | bigint
+}): Buffer => {
+  const p = options.payload === undefined ? Buffer.alloc(0) :
+    typeof options.payload === "string" ? Buffer.from(options.payload) : options.payload
+  const mask = options.mask === false ? undefined : options.mask ?? Buffer.from([0x11, 0x22, 0x33, 0x44])
+  const declared = options.length ?? p.length
+  const b0 = ((options.fin ?? true) ? 0x80 : 0) | ((options.rsv ?? 0) << 4) | (options.opcode & 0x0f)
+  const m = mask === undefined ? 0 : 0x80
+  let head: Buffer
+  if (typeof declared === "bigint" || declared > 0xffff) {
+    head = Buffer.alloc(10)
+    head[1] = m | 127
+    head.writeBigUInt64BE(BigInt(declared), 2)
+  } else if (declared > 125) {
+    head = Buffer.alloc(4)
+    head[1] = m | 126
+    head.writeUInt16BE(declared, 2)
+  } else {
+    head = Buffer.alloc(2)
+    head[1] = m | declared
+  }
+  head[0] = b0
+  if (mask === undefined) return Buffer.concat([head, p])
+  const masked = Buffer.from(p)
+  for (let i = 0; i < masked.length; i++) masked[i]! ^= mask[i % 4]!
+  return Buffer.concat([head, mask, masked])
+}
+
+/** Polls `effect` every 10 ms until `pred` holds or `timeoutMs` passed; returns the last value. */
+export const pollUntil = <A>(
+  effect: Effect.Effect<A>,
+  pred: (a: A) => boolean,
+  timeoutMs: number
+): Effect.Effect<A> =>
+  Effect.gen(function*() {
+    const deadline = Date.now() + timeoutMs
+    let value = yield* effect
+    while (!pred(value) && Date.now() < deadline) {
+      yield* Effect.sleep(10)
+      value = yield* effect
+    }
+    return value
+  })

@@ -7,12 +7,14 @@
  * thread pool and answers later, and on Node 20 `stream._processChunk(chunk, flag)` closes
  * the native handle when it returns (`processChunkSync` ends with `_close(self)`), so it is
  * single-use. What `processChunkSync` does underneath is one call to the native handle's
- * `writeSync`, with the results left in `stream._writeState`. We do that directly, and
- * only in `nativeOpen` and `nativeWrite` below: every use of Node internals is in those
- * two functions, checked on Node 20.20 by the tests (golden vectors, round trips).
+ * `writeSync`, with the results left in `stream._writeState`. We do that directly. Every
+ * use of Node internals (`_handle`, `_writeState`, the handle's `writeSync`, `reset`,
+ * `close` and `onerror`) is in the first section below (`nativeOpen`, `nativeWrite`,
+ * `closeContext`, `resetContext`), checked on Node 20.20 by the tests (golden vectors,
+ * round trips, error paths).
  *
- * Memory (measured with `process.memoryUsage().external`, which Node's zlib allocator
- * reports to, on Node 20.20 / zlib 1.3.1): see `deflateMemory` and `inflateMemory`.
+ * Node initialises zlib lazily, on a context's first write, so an unused context costs only
+ * its JS objects (~1.3 KiB); memory figures for used ones are in `PerMessageDeflate.ts`.
  *
  * @since 0.1.0
  * @internal

@@ -11,6 +11,9 @@ import { WsConnection } from "./connection.js"
 // Metrics
 // ---------------------------------------------------------------------------------------
 
+/** One shared tags array: Effect caches a metric's hook per tags array. */
+export const NO_TAGS: Array<never> = []
+
 export const publishes = Metric.counter("websocket_broadcast_publishes_total", {
   description: "Messages published to a topic in this process (local and received from the backend)",
   incremental: true
@@ -253,9 +256,9 @@ export class Registry {
     fallbacks: Array<[Member, Policy]>
   ): void {
     const subs = this.topics.get(topic)
-    publishes.unsafeUpdate(1, [])
+    publishes.unsafeUpdate(1, NO_TAGS)
     const n = subs === undefined ? 0 : subs.size
-    fanOut.unsafeUpdate(n, [])
+    fanOut.unsafeUpdate(n, NO_TAGS)
     result.subscribers += n
     if (subs === undefined || n === 0) return
     const text = typeof message === "string"
@@ -317,13 +320,13 @@ export class Registry {
     result.dropped += skipped
     result.closed += closed
     result.compressions += compressed
-    if (sent > 0) delivered.unsafeUpdate(sent, [])
-    if (skipped > 0) dropped.unsafeUpdate(skipped, [])
-    if (closed > 0) slowClosed.unsafeUpdate(closed, [])
-    if (compressed > 0) compressions.unsafeUpdate(compressed, [])
+    if (sent > 0) delivered.unsafeUpdate(sent, NO_TAGS)
+    if (skipped > 0) dropped.unsafeUpdate(skipped, NO_TAGS)
+    if (closed > 0) slowClosed.unsafeUpdate(closed, NO_TAGS)
+    if (compressed > 0) compressions.unsafeUpdate(compressed, NO_TAGS)
     if (rawFrames > 0) {
-      Metrics.messagesSent.unsafeUpdate(rawFrames, [])
-      Metrics.bytesSent.unsafeUpdate(rawBytes, [])
+      Metrics.messagesSent.unsafeUpdate(rawFrames, NO_TAGS)
+      Metrics.bytesSent.unsafeUpdate(rawBytes, NO_TAGS)
     }
   }
 
