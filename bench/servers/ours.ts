@@ -1,0 +1,42 @@
+// Our server, written the way a user writes it. `--mode`:
+//   stream  — the Stream-of-messages handler: Stream.runForEach(ws.messages, ws.send)
+//   fast    — the callback form: ws.run((m) => ws.unsafeSend(m))
+//   socket  — through the @effect/platform Socket interop (SocketServer.run + Socket.run/writer)
+// Limits are raised like ws's maxPayload (64 MiB) so that every scenario fits; keepalive stays on
+// its default, permessage-deflate is accepted.
+import * as SocketServer from "@effect/platform/SocketServer"
+import { NodeRuntime } from "@effect/platform-node"
+import { SocketInterop, WebSocketServer } from "@effect-websocket/server"
+import { Console, Effect, Layer, Stream } from "effect"
+import { exitWithParent, host, port } from "./common.mjs"
+
+exitWithParent()
+const mode = (() => {
+  const i = process.argv.indexOf("--mode")
+  return i >= 0 ? process.argv[i + 1] : "stream"
+})()
+
+const limits = { host, port, maxMessageSize: 64 * 1024 * 1024, perMessageDeflate: true } as const
+const ready = Console.log(`listening ${port} pid=${process.pid} mode=${mode}`)
+
+const program = mode === "socket"
+  ? Effect.gen(function*() {
+    const server = yield* SocketServer.SocketServer
+    yield* ready
+    yield* server.run((socket) =>
+      Effect.gen(function*() {
+        const write = yield* socket.writer
+        yield* socket.runRaw((data) => write(data))
+      }).pipe(Effect.scoped)
+    )
+  }).pipe(Effect.provide(SocketInterop.layerSocketServer(limits)))
+  : Layer.launch(
+    Layer.effectDiscard(ready).pipe(Layer.provideMerge(WebSocketServer.layer({
+      ...limits,
+      handler: mode === "fast"
+        ? (ws) => ws.run((m) => void ws.unsafeSend(m))
+        : (ws) => Stream.runForEach(ws.messages, (m) => ws.send(m))
+    })))
+  )
+
+NodeRuntime.runMain(program as Effect.Effect<unknown, unknown>)

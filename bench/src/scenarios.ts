@@ -1,0 +1,122 @@
+/**
+ * The scenarios. Every server sees the same generator with the same bytes.
+ */
+import type { GeneratorMode } from "./loadgen.js"
+import type { PayloadKind } from "./wire.js"
+
+export interface Scenario {
+  readonly name: string
+  readonly title: string
+  readonly description: string
+  readonly mode: GeneratorMode
+  readonly conns: number
+  /** Messages in flight per connection (window mode). */
+  readonly window: number
+  readonly payload: PayloadKind
+  readonly size: number
+  readonly deflate: boolean
+  /** Total messages per second (rate mode). */
+  readonly rate: number
+  /** Concurrent handshake loops (handshake mode). */
+  readonly concurrency: number
+  /** What one unit of work is, for the tables. */
+  readonly unit: "msg" | "handshake" | "conn"
+}
+
+const base = { window: 1, deflate: false, rate: 0, concurrency: 0, payload: "binary", size: 32 } as const
+
+export const scenarios: ReadonlyArray<Scenario> = [
+  {
+    ...base,
+    name: "small",
+    title: "64 conns × 32 B text, 16 in flight",
+    description: "Many small text messages, pipelined: per-message overhead (framing, events, syscalls).",
+    mode: "window",
+    conns: 64,
+    window: 16,
+    payload: "text",
+    size: 32,
+    unit: "msg"
+  },
+  {
+    ...base,
+    name: "medium",
+    title: "16 conns × 16 KiB binary, 4 in flight",
+    description: "Medium binary messages: unmasking and copying dominate.",
+    mode: "window",
+    conns: 16,
+    window: 4,
+    payload: "binary",
+    size: 16 * 1024,
+    unit: "msg"
+  },
+  {
+    ...base,
+    name: "large",
+    title: "1 conn × 1 MiB binary, 2 in flight",
+    description: "Large messages on one connection: reassembly across many reads, bulk unmasking.",
+    mode: "window",
+    conns: 1,
+    window: 2,
+    payload: "binary",
+    size: 1024 * 1024,
+    unit: "msg"
+  },
+  {
+    ...base,
+    name: "deflate",
+    title: "16 conns × 16 KiB JSON, permessage-deflate, 4 in flight",
+    description:
+      "The generator negotiates permessage-deflate and sends a precompressed JSON message (RSV1); the server inflates and deflates every echo.",
+    mode: "window",
+    conns: 16,
+    window: 4,
+    payload: "json",
+    size: 16 * 1024,
+    deflate: true,
+    unit: "msg"
+  },
+  {
+    ...base,
+    name: "latency",
+    title: "32 conns × 32 B text at 20,000 msg/s total",
+    description: "Open-loop fixed rate: round-trip latency when the server is not saturated.",
+    mode: "rate",
+    conns: 32,
+    payload: "text",
+    size: 32,
+    rate: 20_000,
+    unit: "msg"
+  },
+  {
+    ...base,
+    name: "handshake",
+    title: "upgrade + close handshake, 32 concurrent",
+    description:
+      "Connect, upgrade, send Close, wait for the server's Close and TCP FIN, repeat: handshakes/s and server CPU per handshake.",
+    mode: "handshake",
+    conns: 0,
+    concurrency: 32,
+    unit: "handshake"
+  },
+  {
+    ...base,
+    name: "idle5k",
+    title: "5,000 idle connections",
+    description: "Open 5,000 connections, echo one 32 B message on each, then idle: server RSS per connection.",
+    mode: "idle",
+    conns: 5000,
+    concurrency: 256,
+    unit: "conn"
+  },
+  {
+    ...base,
+    name: "idle10k",
+    title: "10,000 idle connections",
+    description: "As idle5k with 10,000 connections (spread over several 127.0.0.x source addresses).",
+    mode: "idle",
+    conns: 10_000,
+    concurrency: 256,
+    unit: "conn"
+  }
+]

@@ -1,0 +1,121 @@
+/**
+ * The server registry. A server is a command that starts a WebSocket echo server on a given port,
+ * in its own process, bound to 127.0.0.1, and prints a line containing `listening` when it is ready.
+ *
+ * To add a server, add an entry: `{port}` in `command` is replaced by the port (it is also in the
+ * environment as BENCH_PORT). Servers should echo Text as Text and Binary as Binary, accept
+ * permessage-deflate when offered (or set `deflate: false`), answer a Close and then close TCP, and
+ * exit when their stdin closes (the orchestrator also kills them, but stdin EOF covers a crashed
+ * orchestrator). CPU and RSS are summed over the process and its descendants, so prefer
+ * `node --import tsx` (one process) over the `tsx` CLI (a wrapper process plus the real one).
+ */
+import { existsSync } from "node:fs"
+import { createRequire } from "node:module"
+import { dirname, join } from "node:path"
+import { fileURLToPath } from "node:url"
+
+export interface ServerSpec {
+  readonly name: string
+  readonly description: string
+  /** argv; `{port}` is replaced by the port. Runs with the repository root as working directory. */
+  readonly command: ReadonlyArray<string>
+  readonly env?: Readonly<Record<string, string>>
+  /** Whether the server negotiates permessage-deflate (default true). */
+  readonly deflate?: boolean
+  /** Why the server cannot run here, or undefined when it can. */
+  readonly unavailable?: () => string | undefined
+}
+
+export const benchDir = join(dirname(fileURLToPath(import.meta.url)), "..")
+export const repoRoot = join(benchDir, "..")
+const require = createRequire(join(benchDir, "package.json"))
+const serverFile = (name: string) => join(benchDir, "servers", name)
+
+const bunBinary = (): string | undefined => {
+  try {
+    const p = join(dirname(require.resolve("bun/package.json")), "bin", "bun.exe")
+    return existsSync(p) ? p : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/** `node --conditions=source --import tsx <file> --port {port} ...args`: one process running TypeScript sources. */
+export const tsxNode = (file: string, ...args: ReadonlyArray<string>): ReadonlyArray<string> => [
+  process.execPath,
+  "--conditions=source",
+  "--import",
+  "tsx",
+  file,
+  "--port",
+  "{port}",
+  ...args
+]
+
+const fileMissing = (file: string) => () => (existsSync(file) ? undefined : `${file} does not exist yet`)
+
+export const servers: ReadonlyArray<ServerSpec> = [
+  {
+    name: "ws",
+    description: "ws 8.23 WebSocketServer echo, plain JavaScript masking (WS_NO_BUFFER_UTIL=1)",
+    command: [process.execPath, serverFile("ws.mjs"), "--port", "{port}"],
+    env: { WS_NO_BUFFER_UTIL: "1" }
+  },
+  {
+    name: "ws-bufferutil",
+    description: "ws 8.23 WebSocketServer echo with the bufferutil native addon",
+    command: [process.execPath, serverFile("ws.mjs"), "--port", "{port}"],
+    unavailable: () => {
+      try {
+        require.resolve("bufferutil")
+        return undefined
+      } catch {
+        return "bufferutil is not installed"
+      }
+    }
+  },
+  {
+    name: "bun",
+    description: "Bun.serve websocket echo (uWebSockets), the `bun` npm package's binary",
+    command: [bunBinary() ?? "bun", serverFile("bun.mjs"), "--port", "{port}"],
+    unavailable: () => (bunBinary() === undefined ? "the bun package's binary is missing" : undefined)
+  },
+  {
+    name: "effect-platform",
+    description:
+      "@effect/platform-node 0.108 NodeSocketServer.layerWebSocket echo (ws underneath, no bufferutil, as a default install)",
+    command: [process.execPath, serverFile("effect-platform-node.mjs"), "--port", "{port}"],
+    env: { WS_NO_BUFFER_UTIL: "1" }
+  },
+  {
+    name: "net-raw",
+    description: "node:net: answers the upgrade, then echoes every read verbatim (no framing): the ceiling",
+    command: [process.execPath, serverFile("net-raw.mjs"), "--port", "{port}"]
+  },
+  // Our server (servers/ours.ts, TypeScript sources through tsx), one entry per handler style; skipped,
+  // with a note, while the file is missing.
+  {
+    name: "ours-stream",
+    description: "@effect-websocket/server WebSocketServer.layer, echo with Stream.runForEach(ws.messages, ws.send)",
+    command: tsxNode(serverFile("ours.ts"), "--mode", "stream"),
+    unavailable: fileMissing(serverFile("ours.ts"))
+  },
+  {
+    name: "ours-fast",
+    description: "@effect-websocket/server WebSocketServer.layer, echo with ws.run(m => ws.unsafeSend(m)) (no Effect per message)",
+    command: tsxNode(serverFile("ours.ts"), "--mode", "fast"),
+    unavailable: fileMissing(serverFile("ours.ts"))
+  },
+  {
+    name: "ours-socket-interop",
+    description: "@effect-websocket/server SocketInterop.layerSocketServer with the effect-platform entry's handler",
+    command: tsxNode(serverFile("ours.ts"), "--mode", "socket"),
+    unavailable: fileMissing(serverFile("ours.ts"))
+  }
+]
+
+/** The servers ratios are computed against. */
+export const BASELINES = ["ws", "effect-platform"] as const
+
+/** Servers run when `--servers` is not given: every available one. */
+export const defaultServers = (): ReadonlyArray<ServerSpec> => servers.filter((s) => s.unavailable?.() === undefined)
