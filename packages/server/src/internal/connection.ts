@@ -248,9 +248,12 @@ export class WsConnection<Data> implements WebSocket<Data> {
     return Effect.fail(failure !== undefined && !this.localFailure ? Option.some(failure) : Option.none())
   }
 
-  readonly messages: Stream.Stream<Message, ProtocolError> = Stream.repeatEffectChunkOption(
-    Effect.suspend(() => this.take())
-  )
+  private stream: Stream.Stream<Message, ProtocolError> | undefined = undefined
+
+  /** Built on first use: a connection handled with `run` never pays for a Stream. */
+  get messages(): Stream.Stream<Message, ProtocolError> {
+    return this.stream ??= Stream.repeatEffectChunkOption(Effect.suspend(() => this.take()))
+  }
 
   readonly run = <_, E, R>(
     onMessage: (message: Message) => Effect.Effect<_, E, R> | void
@@ -408,9 +411,10 @@ export class WsConnection<Data> implements WebSocket<Data> {
   /** Starts the closing handshake with our code; no-op when closing already. */
   startClose(code: number, reason: string): InvalidSendError | undefined {
     if (this.transportClosed) return undefined
+    const core = this.core
+    if (core.state !== "OPEN" && !core.closeOwed) return undefined
     if (this.closeInitiator === undefined) this.closeInitiator = "local"
-    const err = this.core.sendClose(code, reason)
-    if (err !== undefined && err.reason.startsWith("connection is")) return undefined
+    const err = core.sendClose(code, reason)
     if (err !== undefined) return err
     this.flush()
     this.onClosing()
@@ -492,11 +496,13 @@ export class WsConnection<Data> implements WebSocket<Data> {
       )
     })
 
-  readonly closed: Effect.Effect<CloseInfo, ProtocolError> = Deferred.await(this.closedDeferred)
+  get closed(): Effect.Effect<CloseInfo, ProtocolError> {
+    return Deferred.await(this.closedDeferred)
+  }
 
-  readonly bufferedAmount: Effect.Effect<number> = Effect.sync(
-    () => this.core.bufferedAmount + this.socket.writableLength
-  )
+  get bufferedAmount(): Effect.Effect<number> {
+    return Effect.sync(() => this.core.bufferedAmount + this.socket.writableLength)
+  }
 
   /** For the shutdown path and tests. */
   get isTransportClosed(): boolean {

@@ -271,7 +271,7 @@ export class Engine<Data, E, R, E2, R2> {
       runFork(this.timers)
     }
     const fiber = runFork(
-      Effect.scoped(this.handlerOptions.handler(ws)).pipe(
+      this.handlerOptions.handler(ws).pipe(
         Effect.withSpan("websocket.connection", {
           attributes: { "websocket.id": ws.id, "url.path": ws.request.url },
           captureStackTrace: false
