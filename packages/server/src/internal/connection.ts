@@ -74,6 +74,12 @@ export class WsConnection<Data> implements WebSocket<Data> {
     readonly data: Data
   ) {
     this.flushTick = this.flushTick.bind(this)
+    let stream: Stream.Stream<Message, ProtocolError> | undefined
+    Object.defineProperty(this, "messages", {
+      get: () => stream ??= Stream.repeatEffectChunkOption(Effect.suspend(() => this.take())),
+      enumerable: true,
+      configurable: true
+    })
     socket.on("data", (chunk: Buffer) => this.onData(chunk))
     socket.on("end", () => this.onEnd())
     socket.on("error", () => {}) // 'close' follows; the cause shows as an abnormal closure
@@ -248,12 +254,11 @@ export class WsConnection<Data> implements WebSocket<Data> {
     return Effect.fail(failure !== undefined && !this.localFailure ? Option.some(failure) : Option.none())
   }
 
-  private stream: Stream.Stream<Message, ProtocolError> | undefined = undefined
-
-  /** Built on first use: a connection handled with `run` never pays for a Stream. */
-  get messages(): Stream.Stream<Message, ProtocolError> {
-    return this.stream ??= Stream.repeatEffectChunkOption(Effect.suspend(() => this.take()))
-  }
+  /**
+   * Built on first use (an own accessor, so `{ ...ws }` keeps it): a connection handled with
+   * `run` never pays for a Stream.
+   */
+  declare readonly messages: Stream.Stream<Message, ProtocolError>
 
   readonly run = <_, E, R>(
     onMessage: (message: Message) => Effect.Effect<_, E, R> | void
@@ -496,13 +501,11 @@ export class WsConnection<Data> implements WebSocket<Data> {
       )
     })
 
-  get closed(): Effect.Effect<CloseInfo, ProtocolError> {
-    return Deferred.await(this.closedDeferred)
-  }
+  readonly closed: Effect.Effect<CloseInfo, ProtocolError> = Deferred.await(this.closedDeferred)
 
-  get bufferedAmount(): Effect.Effect<number> {
-    return Effect.sync(() => this.core.bufferedAmount + this.socket.writableLength)
-  }
+  readonly bufferedAmount: Effect.Effect<number> = Effect.sync(
+    () => this.core.bufferedAmount + this.socket.writableLength
+  )
 
   /** For the shutdown path and tests. */
   get isTransportClosed(): boolean {
