@@ -83,6 +83,24 @@ describe("RFC 3629 UTF-8 validation (RFC 6455 §8.1)", () => {
 })
 
 describe("RFC 6455 §5.3 masking", () => {
+  it.prop(
+    "the SIMD path agrees with byte-wise masking on long payloads, any alignment, any offset",
+    [FastCheck.integer({ min: 200, max: 300_000 }), FastCheck.uint8Array({ minLength: 4, maxLength: 4 }), FastCheck.nat(15), FastCheck.nat(3), FastCheck.nat(1000)],
+    ([length, mask, align, offset, cut]) => {
+      const data = new Uint8Array(length)
+      for (let i = 0; i < length; i++) data[i] = (i * 131 + 7) & 255
+      const backing = Buffer.alloc(length + 16)
+      const view = backing.subarray(align, align + length)
+      view.set(data)
+      const c = cut % length
+      const k = applyMask(view, 0, c, mask, offset)
+      applyMask(view, c, length, mask, k)
+      const expected = Uint8Array.from(data, (b, i) => b ^ mask[(i + offset) % 4]!)
+      assert.isTrue(Buffer.from(view).equals(Buffer.from(expected)))
+    },
+    { fastCheck: { numRuns: 200 } }
+  )
+
   const naive = (data: Uint8Array, mask: Uint8Array) => Uint8Array.from(data, (b, i) => b ^ mask[i % 4]!)
 
   it.prop(
