@@ -1,5 +1,9 @@
 /**
- * The Autobahn case list, the one exclusion list, and case selection.
+ * The Autobahn case list and case selection.
+ *
+ * The conformance run has no exclusion list: every case of the suite, 1.* to
+ * 13.*, runs and is judged on both transports. `-i`/`-x` narrow one ad-hoc run,
+ * and the gate then expects and judges exactly the cases they select.
  *
  * The list of expected cases comes from the suite itself: `cases.json` at the
  * package root is generated from kosoku's case index (`kosoku.cases.CASES`) by
@@ -10,25 +14,6 @@
  * @since 0.1.0
  */
 import { readFileSync } from "node:fs"
-
-/**
- * The only cases the conformance run leaves out. Every summary prints this list.
- * 12.* and 13.* are the permessage-deflate (RFC 7692) cases, excluded until the
- * server negotiates compression. `--with-compression` (or
- * `AUTOBAHN_WITH_COMPRESSION=1`) runs and judges them anyway.
- *
- * @since 0.1.0
- * @category exclusions
- */
-export const EXCLUSIONS: ReadonlyArray<string> = ["12.*", "13.*"]
-
-/**
- * Why {@link EXCLUSIONS} holds what it holds; printed next to it.
- *
- * @since 0.1.0
- * @category exclusions
- */
-export const EXCLUSIONS_REASON = "permessage-deflate cases, until the server negotiates compression"
 
 /**
  * The case list of one suite version.
@@ -133,37 +118,44 @@ export const matches = (pattern: string, id: string): boolean => {
 }
 
 /**
- * Which cases a run selects and which the gate therefore expects.
+ * Which cases a run selects and which the gate therefore expects. The default,
+ * {@link wholeSuite}, is every case of the suite; `-i`/`-x` narrow an ad-hoc run.
  *
  * @since 0.1.0
  * @category models
  */
 export interface Selection {
-  /** Patterns to run; empty means the whole suite. */
+  /** Patterns to run (`-i`); empty means the whole suite. */
   readonly include: ReadonlyArray<string>
-  /** Extra patterns the user removed for this run (printed as such). */
+  /** Patterns left out of this run (`-x`); printed as such. */
   readonly exclude: ReadonlyArray<string>
-  /** The standing exclusion list in force: {@link EXCLUSIONS}, or none with compression on. */
-  readonly exclusions: ReadonlyArray<string>
 }
 
 /**
- * The default selection: the whole suite minus {@link EXCLUSIONS}.
+ * The whole suite: every case, nothing left out. The selection of `pnpm autobahn`
+ * and `pnpm autobahn:gate` when neither `-i` nor `-x` is given.
  *
  * @since 0.1.0
  * @category selection
  */
-export const defaultSelection: Selection = { include: [], exclude: [], exclusions: EXCLUSIONS }
+export const wholeSuite: Selection = { include: [], exclude: [] }
 
 /**
- * Whether a case is left out of the selection, by the standing exclusions or
- * the user's own `--exclude` patterns.
+ * Whether the selection is narrowed by `-i` or `-x` (an ad-hoc run).
  *
  * @since 0.1.0
  * @category selection
  */
-export const isExcluded = (selection: Selection, id: string): boolean =>
-  selection.exclusions.some((p) => matches(p, id)) || selection.exclude.some((p) => matches(p, id))
+export const isNarrowed = (selection: Selection): boolean =>
+  selection.include.length > 0 || selection.exclude.length > 0
+
+/**
+ * Whether a case is left out by the selection's `-x` patterns.
+ *
+ * @since 0.1.0
+ * @category selection
+ */
+export const isExcluded = (selection: Selection, id: string): boolean => selection.exclude.some((p) => matches(p, id))
 
 /**
  * Whether a case is selected: included (or no include given) and not excluded.
@@ -184,22 +176,18 @@ export const expectedCases = (selection: Selection, cases: ReadonlyArray<string>
   cases.filter((id) => isSelected(selection, id))
 
 /**
- * The exclusion list as one printable line, e.g.
- * `Exclusions: 12.*, 13.* (permessage-deflate cases, ...)`.
+ * The exclusions as one printable line. There is no standing exclusion list, so
+ * it starts with `Exclusions: none`; an ad-hoc run adds what `-x` left out and
+ * what `-i` limited it to, e.g.
+ * `Exclusions: none; left out for this run (-x): 1.1.1; run limited to (-i): 1.*`.
  *
  * @since 0.1.0
  * @category selection
  */
 export const describeExclusions = (selection: Selection): string => {
-  const standing = selection.exclusions.length === 0
-    ? "Exclusions: none (compression cases included)"
-    : `Exclusions: ${selection.exclusions.join(", ")} (${
-      sameList(selection.exclusions, EXCLUSIONS) ? EXCLUSIONS_REASON : "custom list"
-    })`
-  const extra = selection.exclude.length === 0 ? "" : `; also excluded for this run: ${selection.exclude.join(", ")}`
-  const only = selection.include.length === 0 ? "" : `; run limited to: ${selection.include.join(", ")}`
-  return standing + extra + only
+  const extra = selection.exclude.length === 0
+    ? ""
+    : `; left out for this run (-x): ${selection.exclude.join(", ")}`
+  const only = selection.include.length === 0 ? "" : `; run limited to (-i): ${selection.include.join(", ")}`
+  return `Exclusions: none${extra}${only}`
 }
-
-const sameList = (a: ReadonlyArray<string>, b: ReadonlyArray<string>): boolean =>
-  a.length === b.length && a.every((x, i) => x === b[i])

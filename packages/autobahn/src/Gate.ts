@@ -260,7 +260,7 @@ export interface GateReport {
 export interface GateOptions {
   /** Shown as the summary's title, e.g. the report directory. */
   readonly label: string
-  /** Defaults to {@link Cases.defaultSelection}. */
+  /** Defaults to {@link Cases.wholeSuite}. */
   readonly selection?: Cases.Selection | undefined
   /** Picks the seed cases to name; inferred from the directory name by {@link gateDirectory}. */
   readonly transport?: Transport | undefined
@@ -369,7 +369,7 @@ const evaluateAgent = (
  */
 export const evaluate = (index: ReportIndex, options: GateOptions): GateReport => {
   const suite = options.suite ?? Cases.suite
-  const selection = options.selection ?? Cases.defaultSelection
+  const selection = options.selection ?? Cases.wholeSuite
   const expected = Cases.expectedCases(selection, suite.cases)
   const agents = Object.keys(index).sort().map((agent) =>
     evaluateAgent(agent, index[agent]!, expected, selection, suite, options.transport)
@@ -401,7 +401,7 @@ export const evaluate = (index: ReportIndex, options: GateOptions): GateReport =
  */
 export const unreadable = (error: ReportError, options: GateOptions): GateReport => {
   const suite = options.suite ?? Cases.suite
-  const selection = options.selection ?? Cases.defaultSelection
+  const selection = options.selection ?? Cases.wholeSuite
   return {
     label: options.label,
     transport: options.transport,
@@ -548,9 +548,12 @@ export const renderMarkdown = (report: GateReport): string => {
 }
 
 /**
- * One closing block over several reports: the exclusion list, each report's
- * verdict, the seed cases across all of them, any run problems, and the
- * verdict (PASS only when every report passes and there is no run problem).
+ * One closing block over several reports: the exclusions line
+ * (`Exclusions: none`, plus any `-i`/`-x` of an ad-hoc run), each report's
+ * verdict, the seed cases across all of them, any run problems, the verdict
+ * (PASS only when every report passes and there is no run problem), and last
+ * the plain line `autobahn: N passed, M failed` (with `, K skipped` appended
+ * only when `-i`/`-x` left cases out).
  *
  * @since 0.1.0
  * @category rendering
@@ -585,14 +588,15 @@ export const renderOverall = (
   }
   const passed = reports.length > 0 && reports.every((r) => r.passed) && runProblems.length === 0
   const t = tally(reports)
-  lines.push("", `Verdict: ${passed ? "PASS" : "FAIL"}`, `autobahn: ${t.passed} passed, ${t.failed} failed, ${t.skipped} skipped`)
+  lines.push("", `Verdict: ${passed ? "PASS" : "FAIL"}`, tallyLine(t))
   return lines.join("\n") + "\n"
 }
 
 /**
  * Case counts over several reports, per agent: passed (judged and passing),
  * failed (failing or missing; every expected case of an unreadable report) and
- * skipped (suite cases outside the selection, such as the exclusion list).
+ * skipped (suite cases outside the selection of an ad-hoc `-i`/`-x` run; 0 on a
+ * full run).
  *
  * @since 0.1.0
  * @category rendering
@@ -606,6 +610,7 @@ export const tally = (
   for (const r of reports) {
     if (r.agents.length === 0) {
       failed += r.expected.length
+      skipped += r.suiteSize - r.expected.length
       continue
     }
     for (const a of r.agents) {
@@ -616,6 +621,16 @@ export const tally = (
   }
   return { passed, failed, skipped }
 }
+
+/**
+ * The last line of every run, for people and CI logs alike:
+ * `autobahn: N passed, M failed`, with `, K skipped` only when K > 0.
+ *
+ * @since 0.1.0
+ * @category rendering
+ */
+export const tallyLine = (t: { readonly passed: number; readonly failed: number; readonly skipped: number }): string =>
+  `autobahn: ${t.passed} passed, ${t.failed} failed${t.skipped > 0 ? `, ${t.skipped} skipped` : ""}`
 
 // -----------------------------------------------------------------------------
 // report directories

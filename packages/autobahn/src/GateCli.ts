@@ -31,13 +31,13 @@ and writes <reportDir>/SUMMARY.md. Every agent in each index must pass.
 
 Options:
   -i, --include <case|glob>   expect only these cases (repeatable; default: the whole suite)
-  -x, --exclude <case|glob>   expect these not to be there either (repeatable)
-      --with-compression      expect and judge 12.* and 13.* too (or AUTOBAHN_WITH_COMPRESSION=1)
+  -x, --exclude <case|glob>   do not expect or judge these (repeatable)
       --transport ws|wss      which seed cases to name (default: from the directory name ws/ or wss/)
       --no-summary-file       do not write SUMMARY.md
   -h, --help                  this text
 
-Standing exclusions: ${Cases.EXCLUSIONS.join(", ")} (${Cases.EXCLUSIONS_REASON}).`
+Exclusions: none. Without -i/-x every case of ${Cases.suite.name} (${Cases.suite.cases.length}, 1.* to 13.*) is
+expected and judged; with them, exactly the selected cases are.`
 
 /**
  * Parses `autobahn:gate` arguments; `Left` carries a usage error (or "help").
@@ -45,14 +45,10 @@ Standing exclusions: ${Cases.EXCLUSIONS.join(", ")} (${Cases.EXCLUSIONS_REASON})
  * @since 0.1.0
  * @category cli
  */
-export const parseArgs = (
-  argv: ReadonlyArray<string>,
-  env: NodeJS.ProcessEnv = process.env
-): Either.Either<GateCliOptions, string> => {
+export const parseArgs = (argv: ReadonlyArray<string>): Either.Either<GateCliOptions, string> => {
   const dirs: Array<string> = []
   const include: Array<string> = []
   const exclude: Array<string> = []
-  let withCompression = env["AUTOBAHN_WITH_COMPRESSION"] === "1" || env["AUTOBAHN_WITH_COMPRESSION"] === "true"
   let transport: Gate.Transport | undefined
   let writeSummary = true
   for (let i = 0; i < argv.length; i++) {
@@ -72,9 +68,6 @@ export const parseArgs = (
         ;(arg === "-i" || arg === "--include" ? include : exclude).push(v)
         break
       }
-      case "--with-compression":
-        withCompression = true
-        break
       case "--transport": {
         const v = argv[++i]
         if (v !== "ws" && v !== "wss") return Either.left("--transport takes ws or wss")
@@ -92,7 +85,7 @@ export const parseArgs = (
   if (dirs.length === 0) return Either.left("give at least one report directory")
   return Either.right({
     dirs,
-    selection: { include, exclude, exclusions: withCompression ? [] : Cases.EXCLUSIONS },
+    selection: { include, exclude },
     transport,
     writeSummary
   })

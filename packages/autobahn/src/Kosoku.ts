@@ -115,13 +115,9 @@ export const ensure = (
       }
     }
 
-    if (!existsSync(venvPython)) {
-      log(`creating ${VENV_DIR} (python3 -m venv)`)
-      const created = yield* Proc.run(systemPython(), ["-m", "venv", dir], { env: quietEnv() }).pipe(
-        Effect.mapError(toKosokuError)
-      )
-      if (created.code !== 0 || !existsSync(venvPython)) {
-        log(`python3 -m venv is unavailable (${created.stderr.trim().split("\n").pop() ?? ""}); using pip --target`)
+    const viaTarget = (why: string) =>
+      Effect.gen(function*() {
+        log(`${why}; using pip --target`)
         const env = quietEnv({ PYTHONPATH: target })
         yield* Proc.run(systemPython(), ["-m", "pip", "install", "--quiet", "--no-input", "--target", target, pin], {
           env
@@ -134,10 +130,25 @@ export const ensure = (
           return yield* new KosokuError({ detail: `installed into ${target} but found version ${version}` })
         }
         return { python: systemPython(), env, version, layout: "target" } as const
+      })
+
+    if (!existsSync(venvPython)) {
+      log(`creating ${VENV_DIR} (python3 -m venv)`)
+      const created = yield* Proc.run(systemPython(), ["-m", "venv", dir], { env: quietEnv() }).pipe(
+        Effect.mapError(toKosokuError)
+      )
+      if (created.code !== 0 || !existsSync(venvPython)) {
+        return yield* viaTarget(`python3 -m venv is unavailable (${created.stderr.trim().split("\n").pop() ?? ""})`)
       }
     }
-    log(`installing ${pin} into ${VENV_DIR}`)
     const env = quietEnv()
+    // A venv left half-made by a python3 -m venv without ensurepip (Debian without python3-venv) has no pip.
+    const hasPip = yield* Proc.run(venvPython, ["-m", "pip", "--version"], { env }).pipe(
+      Effect.map((r) => r.code === 0),
+      Effect.orElseSucceed(() => false)
+    )
+    if (!hasPip) return yield* viaTarget(`${VENV_DIR} has no pip`)
+    log(`installing ${pin} into ${VENV_DIR}`)
     yield* Proc.run(venvPython, ["-m", "pip", "install", "--quiet", "--no-input", pin], { env }).pipe(
       Effect.mapError(toKosokuError),
       Effect.flatMap(must(`pip install ${pin}`))
@@ -192,13 +203,16 @@ export const cliArgs = (options: Omit<RunOptions, "onLine">): Array<string> => [
 export const run = (
   installation: Installation,
   options: RunOptions
-): Effect.Effect<{ readonly code: number | null; readonly args: ReadonlyArray<string> }, KosokuError> => {
+): Effect.Effect<
+  { readonly code: number | null; readonly signal: NodeJS.Signals | null; readonly args: ReadonlyArray<string> },
+  KosokuError
+> => {
   const args = cliArgs(options)
   return Proc.run(installation.python, ["-c", ENTRY, ...args], {
     env: installation.env,
     onLine: (line) => options.onLine?.(line)
   }).pipe(
     Effect.mapError(toKosokuError),
-    Effect.map((r) => ({ code: r.code, args }))
+    Effect.map((r) => ({ code: r.code, signal: r.signal, args }))
   )
 }

@@ -14,7 +14,7 @@ import { mkdtemp, rm } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join, relative, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
-import { Effect, Either } from "effect"
+import { Effect, Either, Option } from "effect"
 import type { Scope } from "effect"
 import { FileSystem, Path } from "@effect/platform"
 import * as Cases from "./Cases.js"
@@ -33,30 +33,32 @@ import * as TlsTunnel from "./TlsTunnel.js"
 export const repositoryRoot: string = fileURLToPath(new URL("../../../", import.meta.url)).replace(/\/$/, "")
 
 /**
- * kosoku's case parallelism when none is given. Measured on the 2-core machine
- * (shared, load 4-8) against a `ws` stand-in testee. One ws run of 301 cases:
- * -p 1 12.8 s, 2 7.0 s, 4 3.8 s, 8 2.3 s, 16 2.3 s, 32 2.2 s. Whole runs
- * (ws + wss, internal wall time): -p 4 11.3-11.8 s, -p 8 8.5-11.3 s (median
- * 10.2), -p 16 6.7-12.4 s (median 7.2), -p 32 7.0-8.6 s. Verdicts were the
- * same at every value. The floor is the four 2-second 6.4.x cases.
+ * kosoku's case parallelism when none is given (`-p`). See the README's Timing
+ * section for the measurements behind it.
  *
  * @since 0.1.0
  * @category constants
  */
-export const DEFAULT_PARALLELISM = 16
+export const DEFAULT_PARALLELISM = 4
 
 /**
- * The default parallelism when the compression cases run. The 12.x cases are
- * CPU-bound (deflate on both ends), so parallelism buys little there: against
- * the ws stand-in the 517-case run took 303 s at -p 4 and 282 s at -p 16. But
- * 12.2.x/12.3.x send 1000 small messages one after another within 60 s, and
- * with the real testee at -p 16 on a loaded machine three of them timed out on
- * wss. A lower value keeps those cases from starving each other.
+ * Whether the ws and wss runs go at the same time by default (`--concurrent`)
+ * or one after the other (`--sequential`). See the README's Timing section.
  *
  * @since 0.1.0
  * @category constants
  */
-export const DEFAULT_PARALLELISM_WITH_COMPRESSION = 4
+export const DEFAULT_CONCURRENT_TRANSPORTS = false
+
+/**
+ * How long one transport's kosoku run may take before it is stopped and the run
+ * fails (`--timeout`, in minutes). A full run takes a few minutes per transport;
+ * this only turns a hang into a clear failure well inside a CI job's limit.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const DEFAULT_TIMEOUT_MINUTES = 30
 
 /**
  * @since 0.1.0
@@ -67,8 +69,10 @@ export interface RunnerOptions {
   readonly exclude: ReadonlyArray<string>
   readonly transports: ReadonlyArray<Gate.Transport>
   readonly parallelism: number
-  /** Drops {@link Cases.EXCLUSIONS}: the compression cases run and are judged. */
-  readonly withCompression: boolean
+  /** Run ws and wss at the same time rather than one after the other. */
+  readonly concurrentTransports: boolean
+  /** The longest one transport's kosoku run may take, in minutes. */
+  readonly timeoutMinutes: number
   /** Where `ws/` and `wss/` go; default `<root>/reports/autobahn`. */
   readonly reportsDir: string
   /** The testee command (program and leading arguments); `--port 0 --host 127.0.0.1 [--tls ...]` are appended. */
@@ -103,21 +107,23 @@ const splitCommand = (command: string): Array<string> => command.trim().split(/\
  */
 export const USAGE = `Usage: pnpm autobahn [options]
 
-Runs the Autobahn cases 1.* to 13.* (kosoku ${Kosoku.KOSOKU_VERSION}) against the echo testee over ws:// and
-wss://, writes reports/autobahn/{ws,wss}/ and gates them.
+Runs every Autobahn case, 1.* to 13.* (kosoku ${Kosoku.KOSOKU_VERSION}, ${Cases.suite.cases.length} cases), against the echo
+testee over ws:// and wss://, writes reports/autobahn/{ws,wss}/ and gates them. Exclusions: none.
 
 Options:
-  -i, --include <case|glob>   run only these cases (repeatable; default: all)
-  -x, --exclude <case|glob>   leave these out as well (repeatable)
+  -i, --include <case|glob>   run only these cases (repeatable; default: all); the gate judges only them
+  -x, --exclude <case|glob>   leave these out of this run (repeatable)
       --only ws|wss           one transport only
-  -p, --parallelism <n>       cases kosoku runs at once (default ${DEFAULT_PARALLELISM};
-                              ${DEFAULT_PARALLELISM_WITH_COMPRESSION} with --with-compression)
-      --with-compression      run and judge 12.* and 13.* too (or AUTOBAHN_WITH_COMPRESSION=1)
+  -p, --parallelism <n>       cases kosoku runs at once (default ${DEFAULT_PARALLELISM})
+      --concurrent            run ws and wss at the same time${DEFAULT_CONCURRENT_TRANSPORTS ? " (default)" : ""}
+      --sequential            run ws, then wss${DEFAULT_CONCURRENT_TRANSPORTS ? "" : " (default)"}
+      --timeout <minutes>     stop a transport's kosoku run after this long and fail (default ${DEFAULT_TIMEOUT_MINUTES})
       --reports <dir>         report root (default reports/autobahn)
       --testee "<command>"    testee command (or AUTOBAHN_TESTEE); --port/--host/--tls are appended
   -h, --help                  this text
 
-Standing exclusions: ${Cases.EXCLUSIONS.join(", ")} (${Cases.EXCLUSIONS_REASON}).`
+Exit code: 0 when every case passes on every transport, 1 when one does not (or a testee crashed), 2 when the run
+could not happen. The last line is always: autobahn: N passed, M failed`
 
 /**
  * Parses `pnpm autobahn` arguments; `Left` carries a usage error (or "help").
@@ -133,8 +139,9 @@ export const parseArgs = (
   const include: Array<string> = []
   const exclude: Array<string> = []
   let transports: Array<Gate.Transport> = ["ws", "wss"]
-  let parallelism: number | undefined
-  let withCompression = env["AUTOBAHN_WITH_COMPRESSION"] === "1" || env["AUTOBAHN_WITH_COMPRESSION"] === "true"
+  let parallelism = DEFAULT_PARALLELISM
+  let concurrentTransports = DEFAULT_CONCURRENT_TRANSPORTS
+  let timeoutMinutes = DEFAULT_TIMEOUT_MINUTES
   let reportsDir = join(root, "reports/autobahn")
   let testee: ReadonlyArray<string> = env["AUTOBAHN_TESTEE"] ? splitCommand(env["AUTOBAHN_TESTEE"]) : defaultTestee(root)
   for (let i = 0; i < argv.length; i++) {
@@ -176,9 +183,18 @@ export const parseArgs = (
         parallelism = v
         break
       }
-      case "--with-compression":
-        withCompression = true
+      case "--concurrent":
+        concurrentTransports = true
         break
+      case "--sequential":
+        concurrentTransports = false
+        break
+      case "--timeout": {
+        const v = Number(value())
+        if (!Number.isFinite(v) || v <= 0) return Either.left(`${flag} takes a number of minutes above 0`)
+        timeoutMinutes = v
+        break
+      }
       case "--reports": {
         const v = value()
         if (v === undefined) return Either.left("--reports needs a directory")
@@ -199,8 +215,9 @@ export const parseArgs = (
     include,
     exclude,
     transports,
-    parallelism: parallelism ?? (withCompression ? DEFAULT_PARALLELISM_WITH_COMPRESSION : DEFAULT_PARALLELISM),
-    withCompression,
+    parallelism,
+    concurrentTransports,
+    timeoutMinutes,
     reportsDir,
     testee,
     root
@@ -208,16 +225,35 @@ export const parseArgs = (
 }
 
 /**
- * The selection a run makes from its options.
+ * The selection a run makes from its options: the whole suite unless `-i`/`-x`
+ * narrow it.
  *
  * @since 0.1.0
  * @category cli
  */
-export const selectionOf = (options: Pick<RunnerOptions, "include" | "exclude" | "withCompression">): Cases.Selection => ({
+export const selectionOf = (options: Pick<RunnerOptions, "include" | "exclude">): Cases.Selection => ({
   include: options.include,
-  exclude: options.exclude,
-  exclusions: options.withCompression ? [] : Cases.EXCLUSIONS
+  exclude: options.exclude
 })
+
+/**
+ * The closing tally of a run that could not complete (no Python, a testee that
+ * never listened, ...): every case it should have judged counts as failed, so
+ * the last line still reads `autobahn: 0 passed, M failed`.
+ *
+ * @since 0.1.0
+ * @category cli
+ */
+export const abortedTally = (
+  options: Pick<RunnerOptions, "include" | "exclude" | "transports">
+): { readonly passed: number; readonly failed: number; readonly skipped: number } => {
+  const expected = Cases.expectedCases(selectionOf(options)).length
+  return {
+    passed: 0,
+    failed: expected * options.transports.length,
+    skipped: (Cases.suite.cases.length - expected) * options.transports.length
+  }
+}
 
 /**
  * What one transport's run did.
@@ -313,29 +349,39 @@ const runTransport = (
         )
       }
       const start = performance.now()
-      log(
-        `${transport}: kosoku ${
-          Kosoku.cliArgs({
-            url,
-            include: options.include,
-            exclude: [...selectionOf(options).exclusions, ...options.exclude],
-            parallelism: options.parallelism,
-            outDir: display(options.root, outDir)
-          }).join(" ")
-        }`
-      )
-      const result = yield* Kosoku.run(kosoku, {
+      const kosokuOptions = {
         url,
         include: options.include,
-        exclude: [...selectionOf(options).exclusions, ...options.exclude],
-        parallelism: options.parallelism,
+        exclude: options.exclude,
+        parallelism: options.parallelism
+      }
+      log(`${transport}: kosoku ${Kosoku.cliArgs({ ...kosokuOptions, outDir: display(options.root, outDir) }).join(" ")}`)
+      const result = yield* Kosoku.run(kosoku, {
+        ...kosokuOptions,
         outDir,
         onLine: (line) => console.log(`[${transport} kosoku] ${line}`)
-      })
+      }).pipe(Effect.timeout(options.timeoutMinutes * 60_000), Effect.option)
       const seconds = (performance.now() - start) / 1000
-      notes.push(
-        `kosoku ${Kosoku.KOSOKU_VERSION} with -p ${options.parallelism}: ${seconds.toFixed(1)} s, exit ${result.code}.`
-      )
+      const code = Option.match(result, { onNone: () => null, onSome: (r) => r.code })
+      if (Option.isNone(result)) {
+        notes.push(`kosoku ${Kosoku.KOSOKU_VERSION} with -p ${options.parallelism}: stopped after ${seconds.toFixed(1)} s.`)
+        problems.push(`${transport}: kosoku did not finish within ${options.timeoutMinutes} min (--timeout) and was stopped`)
+      } else {
+        notes.push(
+          `kosoku ${Kosoku.KOSOKU_VERSION} with -p ${options.parallelism}: ${seconds.toFixed(1)} s, exit ${
+            result.value.code ?? result.value.signal
+          }.`
+        )
+        // 0: every case passed by kosoku's standard; 1: some did not (the gate says which), or Python failed
+        // before writing a report (the gate then finds none). A signal or another code means kosoku broke.
+        if (result.value.code !== 0 && result.value.code !== 1) {
+          problems.push(
+            `${transport}: kosoku ended abnormally (${
+              result.value.code === null ? `signal ${result.value.signal}` : `exit ${result.value.code}`
+            })`
+          )
+        }
+      }
       if (tunnel !== undefined) {
         notes.push(
           `TLS tunnel: ${tunnel.accepted()} connections, ${tunnel.handshakeFailures()} failed TLS handshakes.`
@@ -345,7 +391,7 @@ const runTransport = (
       if (testee.exitedEarly()) {
         problems.push(`the ${transport} testee exited during the run (${JSON.stringify(testee.exit())})`)
       }
-      return { code: result.code, seconds }
+      return { code, seconds }
     })
     const { code, seconds } = yield* Effect.scoped(inner)
     if (stopReport !== undefined) {
@@ -395,8 +441,8 @@ export const run = (
     log(Cases.describeExclusions(selection))
     log(
       `${Cases.expectedCases(selection).length} of ${Cases.suite.cases.length} cases selected; transports: ${
-        options.transports.join(", ")
-      }; parallelism ${options.parallelism}`
+        options.transports.join(options.concurrentTransports ? " and " : " then ")
+      }${options.concurrentTransports && options.transports.length > 1 ? " at the same time" : ""}; kosoku -p ${options.parallelism}`
     )
     const kosoku = yield* Kosoku.ensure(options.root, log)
     log(`kosoku ${kosoku.version} (${kosoku.layout}: ${display(options.root, kosoku.python)})`)
@@ -409,10 +455,11 @@ export const run = (
       })
       log(`wss certificate for 127.0.0.1/localhost made with ${certificate.backend}`)
     }
-    const runs: Array<TransportRun> = []
-    for (const transport of options.transports) {
-      runs.push(yield* runTransport(options, transport, kosoku, certificate))
-    }
+    const runs = yield* Effect.forEach(
+      options.transports,
+      (transport) => runTransport(options, transport, kosoku, certificate),
+      { concurrency: options.concurrentTransports ? "unbounded" : 1 }
+    )
     const reports: Array<Gate.GateReport> = []
     for (const r of runs) {
       const report = yield* Gate.gateDirectory(r.outDir, {

@@ -44,35 +44,33 @@ describe("patterns", () => {
   })
 })
 
-describe("selection and the one exclusion list", () => {
-  it("excludes exactly 12.* and 13.* by default", () => {
-    assert.deepStrictEqual(Cases.EXCLUSIONS, ["12.*", "13.*"])
-    const expected = Cases.expectedCases(Cases.defaultSelection)
-    assert.strictEqual(expected.length, 517 - 90 - 126)
-    assert.isFalse(expected.some((id) => id.startsWith("12.") || id.startsWith("13.")))
+describe("selection: no exclusion list", () => {
+  it("expects every case of the suite, 12.* and 13.* included, when nothing narrows the run", () => {
+    assert.deepStrictEqual(Cases.wholeSuite, { include: [], exclude: [] })
+    assert.isFalse(Cases.isNarrowed(Cases.wholeSuite))
+    const expected = Cases.expectedCases(Cases.wholeSuite)
+    assert.deepStrictEqual(expected, [...Cases.suite.cases])
+    assert.strictEqual(expected.filter((id) => Cases.sectionOf(id) === 12).length, 90)
+    assert.strictEqual(expected.filter((id) => Cases.sectionOf(id) === 13).length, 126)
   })
 
-  it("runs everything with the exclusion list off", () => {
-    assert.strictEqual(Cases.expectedCases({ ...Cases.defaultSelection, exclusions: [] }).length, 517)
-  })
-
-  it("combines include, the user's excludes and the standing exclusions", () => {
-    const selection: Cases.Selection = { include: ["7.*", "12.1.1"], exclude: ["7.13.*"], exclusions: Cases.EXCLUSIONS }
+  it("narrows an ad-hoc run to what -i selects minus what -x removes", () => {
+    const selection: Cases.Selection = { include: ["7.*", "12.1.1"], exclude: ["7.13.*"] }
+    assert.isTrue(Cases.isNarrowed(selection))
     const expected = Cases.expectedCases(selection)
-    assert.strictEqual(expected.length, 37 - 2)
-    assert.isFalse(expected.includes("12.1.1"))
+    assert.strictEqual(expected.length, 37 - 2 + 1)
+    assert.strictEqual(expected.at(-1), "12.1.1")
     assert.isTrue(Cases.isExcluded(selection, "7.13.2"))
+    assert.isFalse(Cases.isSelected(selection, "7.13.2"))
     assert.isFalse(Cases.isSelected(selection, "1.1.1"))
+    assert.strictEqual(Cases.expectedCases({ include: [], exclude: ["12.*", "13.*"] }).length, 517 - 90 - 126)
   })
 
-  it("describes the exclusions in one line", () => {
+  it("describes the exclusions in one line that starts with \"Exclusions: none\"", () => {
+    assert.strictEqual(Cases.describeExclusions(Cases.wholeSuite), "Exclusions: none")
     assert.strictEqual(
-      Cases.describeExclusions(Cases.defaultSelection),
-      `Exclusions: 12.*, 13.* (${Cases.EXCLUSIONS_REASON})`
-    )
-    assert.strictEqual(
-      Cases.describeExclusions({ include: ["1.*"], exclude: ["1.1.1"], exclusions: [] }),
-      "Exclusions: none (compression cases included); also excluded for this run: 1.1.1; run limited to: 1.*"
+      Cases.describeExclusions({ include: ["1.*"], exclude: ["1.1.1"] }),
+      "Exclusions: none; left out for this run (-x): 1.1.1; run limited to (-i): 1.*"
     )
   })
 })

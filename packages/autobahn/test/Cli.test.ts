@@ -1,6 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Either } from "effect"
 import * as Cases from "../src/Cases.js"
+import * as Gate from "../src/Gate.js"
 import * as GateCli from "../src/GateCli.js"
 import * as Kosoku from "../src/Kosoku.js"
 import * as Runner from "../src/Runner.js"
@@ -16,62 +17,96 @@ const left = <A>(e: Either.Either<A, string>): string => {
 }
 
 describe("pnpm autobahn arguments", () => {
-  it("defaults: both transports, the standing exclusions, the measured parallelism, the package testee", () => {
+  it("defaults: both transports, the whole suite, the measured parallelism, the package testee", () => {
     const o = ok(Runner.parseArgs([], {}, "/repo"))
     assert.deepStrictEqual(o.transports, ["ws", "wss"])
     assert.strictEqual(o.parallelism, Runner.DEFAULT_PARALLELISM)
-    assert.isFalse(o.withCompression)
-    assert.deepStrictEqual(Runner.selectionOf(o).exclusions, Cases.EXCLUSIONS)
+    assert.strictEqual(o.concurrentTransports, Runner.DEFAULT_CONCURRENT_TRANSPORTS)
+    assert.strictEqual(o.timeoutMinutes, Runner.DEFAULT_TIMEOUT_MINUTES)
+    assert.deepStrictEqual(Runner.selectionOf(o), Cases.wholeSuite)
+    assert.strictEqual(Cases.expectedCases(Runner.selectionOf(o)).length, 517)
     assert.strictEqual(o.reportsDir, "/repo/reports/autobahn")
     assert.deepStrictEqual(o.testee.slice(1), ["--conditions=source", "--import", "tsx", "/repo/packages/autobahn/src/bin/testee.ts"])
   })
 
-  it("reads repeatable -i/-x, --only, -p and --with-compression", () => {
-    const o = ok(Runner.parseArgs(["-i", "1.*", "--include=2.*", "-x", "2.9", "--only", "wss", "-p", "4", "--with-compression"], {}, "/repo"))
+  it("reads repeatable -i/-x, --only, -p, --concurrent/--sequential and --timeout", () => {
+    const o = ok(Runner.parseArgs(
+      ["-i", "1.*", "--include=2.*", "-x", "2.9", "--only", "wss", "-p", "8", "--concurrent", "--timeout", "2.5"],
+      {},
+      "/repo"
+    ))
     assert.deepStrictEqual(o.include, ["1.*", "2.*"])
     assert.deepStrictEqual(o.exclude, ["2.9"])
+    assert.deepStrictEqual(Runner.selectionOf(o), { include: ["1.*", "2.*"], exclude: ["2.9"] })
     assert.deepStrictEqual(o.transports, ["wss"])
-    assert.strictEqual(o.parallelism, 4)
-    assert.deepStrictEqual(Runner.selectionOf(o).exclusions, [])
+    assert.strictEqual(o.parallelism, 8)
+    assert.isTrue(o.concurrentTransports)
+    assert.strictEqual(o.timeoutMinutes, 2.5)
+    assert.isFalse(ok(Runner.parseArgs(["--concurrent", "--sequential"], {}, "/repo")).concurrentTransports)
   })
 
-  it("takes the compression switch and the testee from the environment", () => {
-    const o = ok(Runner.parseArgs([], { AUTOBAHN_WITH_COMPRESSION: "1", AUTOBAHN_TESTEE: "node  /tmp/t.mjs" }, "/repo"))
-    assert.isTrue(o.withCompression)
-    assert.strictEqual(o.parallelism, Runner.DEFAULT_PARALLELISM_WITH_COMPRESSION)
+  it("takes the testee from the environment, and nothing else", () => {
+    const o = ok(Runner.parseArgs([], { AUTOBAHN_TESTEE: "node  /tmp/t.mjs", AUTOBAHN_WITH_COMPRESSION: "0" }, "/repo"))
     assert.deepStrictEqual(o.testee, ["node", "/tmp/t.mjs"])
+    assert.deepStrictEqual(Runner.selectionOf(o), Cases.wholeSuite)
   })
 
-  it("rejects bad values", () => {
+  it("rejects bad values, and the retired --with-compression switch", () => {
     assert.include(left(Runner.parseArgs(["--only", "http"])), "ws or wss")
     assert.include(left(Runner.parseArgs(["-p", "0"])), "integer")
+    assert.include(left(Runner.parseArgs(["--timeout", "0"])), "minutes")
     assert.include(left(Runner.parseArgs(["-i"])), "needs")
     assert.include(left(Runner.parseArgs(["--bogus"])), "unknown")
+    assert.include(left(Runner.parseArgs(["--with-compression"])), "unknown")
     assert.strictEqual(left(Runner.parseArgs(["--help"])), "help")
+  })
+
+  it("says in its usage text that nothing is excluded", () => {
+    assert.include(Runner.USAGE, "Exclusions: none")
+    assert.notInclude(Runner.USAGE, "--with-compression")
+  })
+
+  it("counts every case it should have judged as failed when the run could not complete", () => {
+    const whole = Runner.abortedTally(ok(Runner.parseArgs([], {}, "/repo")))
+    assert.deepStrictEqual(whole, { passed: 0, failed: 2 * 517, skipped: 0 })
+    assert.strictEqual(Gate.tallyLine(whole), "autobahn: 0 passed, 1034 failed")
+    const narrow = Runner.abortedTally(ok(Runner.parseArgs(["--only", "ws", "-i", "7.*"], {}, "/repo")))
+    assert.strictEqual(Gate.tallyLine(narrow), "autobahn: 0 passed, 37 failed, 480 skipped")
   })
 })
 
 describe("pnpm autobahn:gate arguments", () => {
   it("takes directories and the same selection flags", () => {
-    const o = ok(GateCli.parseArgs(["reports/a", "-i", "7.*", "--no-summary-file", "--transport", "wss"], {}))
+    const o = ok(GateCli.parseArgs(["reports/a", "-i", "7.*", "-x", "7.1.6", "--no-summary-file", "--transport", "wss"]))
     assert.strictEqual(o.dirs.length, 1)
     assert.isTrue(o.dirs[0]!.endsWith("/reports/a"))
-    assert.deepStrictEqual(o.selection, { include: ["7.*"], exclude: [], exclusions: Cases.EXCLUSIONS })
+    assert.deepStrictEqual(o.selection, { include: ["7.*"], exclude: ["7.1.6"] })
     assert.isFalse(o.writeSummary)
     assert.strictEqual(o.transport, "wss")
-    assert.deepStrictEqual(ok(GateCli.parseArgs(["d", "--with-compression"], {})).selection.exclusions, [])
+  })
+
+  it("expects the whole suite by default, and no longer knows --with-compression", () => {
+    const o = ok(GateCli.parseArgs(["d"]))
+    assert.deepStrictEqual(o.selection, Cases.wholeSuite)
+    assert.isTrue(o.writeSummary)
+    assert.include(left(GateCli.parseArgs(["d", "--with-compression"])), "unknown option")
+    assert.include(GateCli.USAGE, "Exclusions: none")
   })
 
   it("needs a directory", () => {
-    assert.include(left(GateCli.parseArgs([], {})), "report directory")
+    assert.include(left(GateCli.parseArgs([])), "report directory")
   })
 })
 
 describe("kosoku command line", () => {
   it("passes selection, parallelism and the output directory", () => {
     assert.deepStrictEqual(
-      Kosoku.cliArgs({ url: "ws://127.0.0.1:1", include: ["1.*"], exclude: ["12.*", "13.*"], parallelism: 8, outDir: "out" }),
-      ["-i", "1.*", "-x", "12.*", "-x", "13.*", "-p", "8", "-o", "out", "ws://127.0.0.1:1"]
+      Kosoku.cliArgs({ url: "ws://127.0.0.1:1", include: ["1.*"], exclude: ["1.1.2"], parallelism: 8, outDir: "out" }),
+      ["-i", "1.*", "-x", "1.1.2", "-p", "8", "-o", "out", "ws://127.0.0.1:1"]
+    )
+    assert.deepStrictEqual(
+      Kosoku.cliArgs({ url: "ws://127.0.0.1:1", include: [], exclude: [], parallelism: 4, outDir: "out" }),
+      ["-p", "4", "-o", "out", "ws://127.0.0.1:1"]
     )
   })
 })

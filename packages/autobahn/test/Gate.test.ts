@@ -46,7 +46,7 @@ describe("index.json format (Autobahn's, as kosoku and wstest write it)", () => 
     const decoded = Gate.decodeReportIndex(readJson("wstest", "index.json"))
     assert.isTrue(Either.isRight(decoded))
     const index = Either.getOrThrow(decoded)
-    const partial = gate(index, { selection: { ...Cases.defaultSelection, include: ["2.*", "7.*"] } })
+    const partial = gate(index, { selection: { include: ["2.*", "7.*"], exclude: [] } })
     assert.isTrue(partial.passed)
     assert.strictEqual(only(partial).agent, "effect-websocket")
     assert.strictEqual(only(partial).judged, 48)
@@ -54,7 +54,7 @@ describe("index.json format (Autobahn's, as kosoku and wstest write it)", () => 
 
     const full = gate(index)
     assert.isFalse(full.passed)
-    assert.strictEqual(only(full).missing.length, 301 - 48)
+    assert.strictEqual(only(full).missing.length, 517 - 48)
     assert.deepStrictEqual(only(full).problems, [])
   })
 })
@@ -64,12 +64,14 @@ describe("verdicts", () => {
     const report = gate(passingIndex())
     assert.isTrue(report.passed)
     const verdict = only(report)
-    assert.strictEqual(verdict.judged, 301)
+    assert.strictEqual(verdict.judged, 517)
     const total = verdict.sections.reduce((n, s) => n + s.judged, 0)
-    assert.strictEqual(total, 301)
+    assert.strictEqual(total, 517)
     assert.strictEqual(row(verdict, 7).behavior.INFORMATIONAL, 3)
     assert.strictEqual(row(verdict, 7).close.INFORMATIONAL, 3)
     assert.strictEqual(row(verdict, 6).behavior.OK, 145)
+    assert.strictEqual(row(verdict, 12).behavior.OK, 90)
+    assert.strictEqual(row(verdict, 13).close.OK, 126)
   })
 
   it("fails NON-STRICT (real 6.4.x entries from a ws run)", () => {
@@ -132,7 +134,7 @@ describe("verdicts", () => {
   })
 })
 
-describe("expected cases and the exclusion list", () => {
+describe("expected cases: the whole suite, no exclusion list", () => {
   it("fails when an expected case is missing", () => {
     const verdict = only(gate(fixtureIndex("missing-case")))
     assert.isFalse(verdict.passed)
@@ -141,28 +143,48 @@ describe("expected cases and the exclusion list", () => {
     assert.deepStrictEqual(verdict.problems, [])
   })
 
-  it("honours the exclusion list: 12.*/13.* are neither expected nor judged, and listed when present", () => {
-    const index = withEntries({ "12.1.1": entry("UNIMPLEMENTED", "OK"), "13.7.18": entry("UNIMPLEMENTED", "OK") })
-    const report = gate(index)
-    assert.isTrue(report.passed)
-    assert.strictEqual(report.expected.length, 301)
-    assert.deepStrictEqual(only(report).excludedPresent, ["12.1.1", "13.7.18"])
-    assert.include(Gate.renderMarkdown(report), "Present but not selected, not judged (2): 12.1.1, 13.7.18")
+  it("expects 12.* and 13.*: a report without the compression cases fails with all 216 missing", () => {
+    const withoutCompression = Object.fromEntries(
+      Object.entries(passingCases()).filter(([id]) => Cases.sectionOf(id) < 12)
+    )
+    const verdict = only(gate({ [AGENT]: withoutCompression }))
+    assert.isFalse(verdict.passed)
+    assert.strictEqual(verdict.missing.length, 90 + 126)
+    assert.strictEqual(row(verdict, 12).missing, 90)
+    assert.strictEqual(row(verdict, 13).missing, 126)
+    assert.include(Gate.renderMarkdown(gate({ [AGENT]: withoutCompression })), "Missing cases (216): 12.1.1, 12.1.2")
   })
 
-  it("judges and expects the compression cases when the exclusion list is off", () => {
-    const selection: Cases.Selection = { ...Cases.defaultSelection, exclusions: [] }
-    const index = withEntries({ "12.1.1": entry("UNIMPLEMENTED", "OK") })
-    const verdict = only(gate(index, { selection }))
+  it("judges the compression cases: a server that declines permessage-deflate fails 12.* and 13.* (real kosoku entries)", () => {
+    const verdict = only(gate(fixtureIndex("no-deflate")))
     assert.isFalse(verdict.passed)
-    assert.deepStrictEqual(verdict.problems.map((p) => p.id), ["12.1.1"])
-    assert.strictEqual(verdict.missing.length, 517 - 302)
-    assert.isTrue(gate(passingIndex(selection), { selection }).passed)
+    assert.deepStrictEqual(verdict.problems.map((p) => p.id), ["12.1.1", "12.5.18", "13.1.1", "13.7.18"])
+    assert.strictEqual(row(verdict, 12).behavior.UNIMPLEMENTED, 2)
+    assert.strictEqual(row(verdict, 13).behavior.UNIMPLEMENTED, 2)
+    assert.strictEqual(row(verdict, 13).failing, 2)
+    assert.include(verdict.problems[0]!.reasons.join(), "behavior UNIMPLEMENTED")
+  })
+
+  it("fails a compression case that ran out of its own time limit (real kosoku entry)", () => {
+    const verdict = only(gate(fixtureIndex("case-timeout")))
+    assert.isFalse(verdict.passed)
+    assert.deepStrictEqual(verdict.problems.map((p) => p.id), ["12.2.1"])
+    assert.include(verdict.problems[0]!.reasons.join(), "behavior FAILED")
+    assert.strictEqual(row(verdict, 12).behavior.FAILED, 1)
+  })
+
+  it("judges only what -x leaves in on an ad-hoc run, and lists the rest when present", () => {
+    const selection: Cases.Selection = { include: [], exclude: ["12.*", "13.*"] }
+    const report = gate(withEntries({ "12.1.1": entry("UNIMPLEMENTED", "OK") }), { selection })
+    assert.isTrue(report.passed)
+    assert.strictEqual(report.expected.length, 517 - 216)
+    assert.strictEqual(only(report).excludedPresent.length, 216)
+    assert.include(Gate.renderMarkdown(report), "Present but not selected, not judged (216): 12.1.1, 12.1.2")
   })
 
   it("judges only the selected cases when the run was limited with --include", () => {
     const index = fixtureIndex("non-strict")
-    const selection: Cases.Selection = { ...Cases.defaultSelection, include: ["7.*"] }
+    const selection: Cases.Selection = { include: ["7.*"], exclude: [] }
     const verdict = only(gate(index, { selection }))
     assert.isTrue(verdict.passed)
     assert.strictEqual(verdict.judged, 37)
@@ -170,17 +192,18 @@ describe("expected cases and the exclusion list", () => {
   })
 
   it("fails a selection that names no case", () => {
-    const report = gate(passingIndex(), { selection: { ...Cases.defaultSelection, include: ["99.*"] } })
+    const report = gate(passingIndex(), { selection: { include: ["99.*"], exclude: [] } })
     assert.isFalse(report.passed)
     assert.include(report.errors.join(), "names no case")
   })
 
-  it("prints the exclusion list on every summary", () => {
-    const excluded = Gate.renderMarkdown(gate(passingIndex()))
-    assert.include(excluded, "Exclusions: 12.*, 13.* (permessage-deflate cases")
-    const none = Gate.renderMarkdown(gate(passingIndex(), { selection: { ...Cases.defaultSelection, exclusions: [] } }))
-    assert.include(none, "Exclusions: none")
-    assert.include(Gate.renderOverall([gate(passingIndex())]), "Exclusions: 12.*, 13.*")
+  it("prints \"Exclusions: none\" on every summary, with what -i/-x did on an ad-hoc run", () => {
+    const whole = Gate.renderMarkdown(gate(passingIndex()))
+    assert.include(whole, "\nExclusions: none.\n")
+    assert.include(whole, "517 cases expected")
+    assert.include(Gate.renderOverall([gate(passingIndex())]), "\nExclusions: none.\n")
+    const adHoc = Gate.renderMarkdown(gate(passingIndex(), { selection: { include: ["6.*"], exclude: ["6.4.*"] } }))
+    assert.include(adHoc, "Exclusions: none; left out for this run (-x): 6.4.*; run limited to (-i): 6.*.")
   })
 
   it("names cases the suite does not know and still judges them", () => {
@@ -212,23 +235,29 @@ describe("summary", () => {
     assert.deepStrictEqual(durations, [...durations].sort((a, b) => b - a))
   })
 
-  it("ends the overall block with the verdict and a plain passed/failed/skipped line", () => {
+  it("ends the overall block with the verdict and a plain \"autobahn: N passed, M failed\" line", () => {
     const reports = [
       gate(passingIndex(), { transport: "ws" }),
       gate(fixtureIndex("non-strict"), { transport: "wss" }),
       gate(fixtureIndex("missing-case")),
       gate({})
     ]
-    assert.deepStrictEqual(Gate.tally(reports), {
-      passed: 301 + 297 + 300,
-      failed: 4 + 1 + 301,
-      skipped: 3 * (517 - 301)
-    })
+    assert.deepStrictEqual(Gate.tally(reports), { passed: 517 + 513 + 516, failed: 4 + 1 + 517, skipped: 0 })
     const lines = Gate.renderOverall(reports).trimEnd().split("\n")
     assert.strictEqual(lines.at(-2), "Verdict: FAIL")
-    assert.strictEqual(lines.at(-1), "autobahn: 898 passed, 306 failed, 648 skipped")
-    assert.strictEqual(Gate.renderOverall([gate(passingIndex())]).trimEnd().split("\n").at(-2), "Verdict: PASS")
+    assert.strictEqual(lines.at(-1), "autobahn: 1546 passed, 522 failed")
+    const pass = Gate.renderOverall([gate(passingIndex(), { transport: "ws" }), gate(passingIndex(), { transport: "wss" })])
+    assert.deepStrictEqual(pass.trimEnd().split("\n").slice(-2), ["Verdict: PASS", "autobahn: 1034 passed, 0 failed"])
     assert.include(Gate.renderOverall([gate(passingIndex())], ["the ws testee did not exit cleanly on SIGTERM"]), "Verdict: FAIL")
+  })
+
+  it("adds the skipped count to that line only when -i/-x left cases out", () => {
+    const selection: Cases.Selection = { include: ["7.*"], exclude: [] }
+    const report = gate(passingIndex(), { selection })
+    assert.deepStrictEqual(Gate.tally([report]), { passed: 37, failed: 0, skipped: 480 })
+    assert.strictEqual(Gate.renderOverall([report]).trimEnd().split("\n").at(-1), "autobahn: 37 passed, 0 failed, 480 skipped")
+    // A report with no agent (kosoku wrote nothing) fails every selected case and still skips the rest.
+    assert.deepStrictEqual(Gate.tally([gate({}, { selection })]), { passed: 0, failed: 37, skipped: 480 })
   })
 
   it("has a row per section 1..13 and a PASS/FAIL title", () => {

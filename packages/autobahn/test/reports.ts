@@ -14,7 +14,7 @@ export const AGENT = "fixture-agent"
 
 /** Every selected case OK/OK; the suite's informational cases INFORMATIONAL, as kosoku reports them. */
 export const passingCases = (
-  selection: Cases.Selection = Cases.defaultSelection
+  selection: Cases.Selection = Cases.wholeSuite
 ): Record<string, Gate.CaseEntry> =>
   Object.fromEntries(
     Cases.expectedCases(selection).map((id, i) => {
