@@ -141,15 +141,6 @@ export interface Selection {
 export const wholeSuite: Selection = { include: [], exclude: [] }
 
 /**
- * Whether the selection is narrowed by `-i` or `-x` (an ad-hoc run).
- *
- * @since 0.1.0
- * @category selection
- */
-export const isNarrowed = (selection: Selection): boolean =>
-  selection.include.length > 0 || selection.exclude.length > 0
-
-/**
  * Whether a case is left out by the selection's `-x` patterns.
  *
  * @since 0.1.0

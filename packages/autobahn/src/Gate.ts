@@ -342,7 +342,8 @@ const evaluateAgent = (
     .map((id) => ({ id, entry: cases[id]! }))
     .sort((a, b) => (b.entry.duration ?? 0) - (a.entry.duration ?? 0) || Cases.compareCaseIds(a.id, b.id))
     .slice(0, SLOWEST)
-  const seeds = seedsFor(transport).map(({ id, transport }): SeedResult => {
+  // On an ad-hoc run, seed cases outside the -i/-x selection are not expected, so not named either.
+  const seeds = seedsFor(transport).filter(({ id }) => Cases.isSelected(selection, id)).map(({ id, transport }): SeedResult => {
     const entry = cases[id]
     return { id, transport, entry, passed: entry !== undefined && judgeCase(id, entry, suite.informational).length === 0 }
   })
@@ -479,7 +480,10 @@ const renderAgent = (report: GateReport, verdict: AgentVerdict): Array<string> =
     } | ${total.missing} | ${total.failing} |`,
     ""
   )
-  lines.push("Seed cases:", "", "| Case | Transport | Behavior | Close | Peer close code | Duration |", "|---|---|---|---|---:|---:|")
+  if (verdict.seeds.length === 0) lines.push("Seed cases: none selected by this run's -i/-x.")
+  else {
+    lines.push("Seed cases:", "", "| Case | Transport | Behavior | Close | Peer close code | Duration |", "|---|---|---|---|---:|---:|")
+  }
   for (const seed of verdict.seeds) {
     lines.push(
       `| ${seed.id} | ${seed.transport ?? "?"} | ${seed.entry?.behavior ?? "MISSING"} | ${seed.entry?.behaviorClose ?? "MISSING"} | ${
@@ -572,6 +576,7 @@ export const renderOverall = (
     lines.push(`- ${r.label}: **${r.passed ? "PASS" : "FAIL"}** (${[...r.errors, ...counts].join("; ")})`)
   }
   lines.push("", "Seed cases:", "")
+  if (reports.every((r) => r.agents.every((a) => a.seeds.length === 0))) lines.push("- none selected by this run's -i/-x")
   for (const r of reports) {
     for (const a of r.agents) {
       for (const s of a.seeds) {

@@ -110,6 +110,6 @@ export const run = (options: GateCliOptions): Effect.Effect<boolean, never, File
       reports.push(report)
       console.log(Gate.renderMarkdown(report))
     }
-    console.log(Gate.renderOverall(reports))
+    console.log(Gate.renderOverall(reports).trimEnd())
     return reports.every((r) => r.passed)
   })

@@ -189,6 +189,13 @@ describe("expected cases: the whole suite, no exclusion list", () => {
     assert.isTrue(verdict.passed)
     assert.strictEqual(verdict.judged, 37)
     assert.include(verdict.excludedPresent, "6.4.1")
+    // Seed cases outside the selection are not named (5.20 and 2.9 are not in 7.*).
+    const ws = only(gate(index, { selection, transport: "ws" }))
+    assert.deepStrictEqual(ws.seeds.map((s) => s.id), ["7.1.1", "7.5.1"])
+    const none = gate(passingIndex(), { selection: { include: ["1.*"], exclude: [] }, transport: "ws" })
+    assert.deepStrictEqual(only(none).seeds, [])
+    assert.include(Gate.renderMarkdown(none), "Seed cases: none selected by this run's -i/-x.")
+    assert.include(Gate.renderOverall([none]), "- none selected by this run's -i/-x")
   })
 
   it("fails a selection that names no case", () => {
