@@ -661,6 +661,31 @@ describe("closing handshake (RFC 6455 §5.5.1, §7.4) under attack", () => {
 })
 
 // ===========================================================================================
+/**
+ * Writes 64 KiB binary frames as fast as the socket takes them (respecting 'drain') for 3 s
+ * or 384 MiB, sampling this process's RSS; the server under test runs in this process.
+ */
+const flood = (port: number) =>
+  Effect.gen(function*() {
+    const raw = yield* rawConnect(port)
+    const frame = clientFrame(2, Buffer.alloc(64 * 1024, 3))
+    const attempt = 384 * 1024 * 1024
+    const rssBefore = process.memoryUsage().rss
+    let rssPeak = rssBefore
+    let written = 0
+    const deadline = Date.now() + 3_000
+    while (written < attempt && Date.now() < deadline) {
+      while (written < attempt && raw.socket.write(frame)) written += frame.length
+      rssPeak = Math.max(rssPeak, process.memoryUsage().rss)
+      yield* Effect.race(
+        Effect.async<void>((resume) => void raw.socket.once("drain", () => resume(Effect.void))),
+        Effect.sleep(50)
+      )
+    }
+    rssPeak = Math.max(rssPeak, process.memoryUsage().rss)
+    return { attempt, rssBefore, rssPeak, written }
+  })
+
 describe("resources", () => {
   it.scopedLive("a client that stops reading: buffered bytes stay under the hard limit, then it is dropped", () =>
     Effect.gen(function*() {
@@ -701,25 +726,7 @@ describe("resources", () => {
         handler: (ws) =>
           Stream.runForEach(ws.messages, () => Effect.zipRight(Effect.sleep(5), Effect.sync(() => handled++)))
       })
-      const raw = yield* rawConnect(server.address.port)
-      const frame = clientFrame(2, Buffer.alloc(64 * 1024, 3))
-      const attempt = 384 * 1024 * 1024
-      const rssBefore = process.memoryUsage().rss
-      let rssPeak = rssBefore
-      let written = 0
-      const deadline = Date.now() + 3_000
-      // write as fast as the socket takes it (respecting 'drain'), for 3 s or 384 MiB
-      while (written < attempt && Date.now() < deadline) {
-        while (written < attempt && raw.socket.write(frame)) written += frame.length
-        rssPeak = Math.max(rssPeak, process.memoryUsage().rss)
-        yield* Effect.race(
-          Effect.async<void>((resume) => {
-            raw.socket.once("drain", () => resume(Effect.void))
-          }),
-          Effect.sleep(50)
-        )
-      }
-      rssPeak = Math.max(rssPeak, process.memoryUsage().rss)
+      const { attempt, rssBefore, rssPeak, written } = yield* flood(server.address.port)
       // without pausing the server would have read (and queued) all 384 MiB in well under 3 s
       assert.isBelow(written, attempt / 4, `written ${written}`)
       assert.isBelow(rssPeak - rssBefore, 128 * 1024 * 1024, `rss grew by ${rssPeak - rssBefore}`)
@@ -758,22 +765,7 @@ describe("resources", () => {
         // each message takes 1 s to handle (a slow database write, say) and is kept until then
         handler: (ws) => ws.run((m) => Effect.zipRight(Effect.sleep(1_000), Effect.sync(() => handled += m.length > 0 ? 1 : 0)))
       })
-      const raw = yield* rawConnect(server.address.port)
-      const frame = clientFrame(2, Buffer.alloc(64 * 1024, 3))
-      const attempt = 384 * 1024 * 1024
-      const rssBefore = process.memoryUsage().rss
-      let rssPeak = rssBefore
-      let written = 0
-      const deadline = Date.now() + 3_000
-      while (written < attempt && Date.now() < deadline) {
-        while (written < attempt && raw.socket.write(frame)) written += frame.length
-        rssPeak = Math.max(rssPeak, process.memoryUsage().rss)
-        yield* Effect.race(
-          Effect.async<void>((resume) => void raw.socket.once("drain", () => resume(Effect.void))),
-          Effect.sleep(50)
-        )
-      }
-      rssPeak = Math.max(rssPeak, process.memoryUsage().rss)
+      const { attempt, rssBefore, rssPeak, written } = yield* flood(server.address.port)
       yield* pollUntil(Effect.sync(() => handled), (h) => h > 0, 3_000)
       assert.isAbove(handled, 0)
       assert.isBelow(rssPeak - rssBefore, 128 * 1024 * 1024, `rss grew by ${rssPeak - rssBefore} (written ${written})`)
