@@ -65,6 +65,11 @@ export interface SendOptions {
 /**
  * One connection, as the handler sees it. `Data` is what the upgrade hook returned.
  *
+ * The functions can be passed around detached (`Stream.runForEach(ws.messages, ws.send)`).
+ * The server's handle is a class instance whose members are built on first use (an idle
+ * connection holds none of them), so `{ ...ws }` copies only the plain fields: a wrapper
+ * should name the members it forwards.
+ *
  * @since 0.1.0
  * @category models
  */

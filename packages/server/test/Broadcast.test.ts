@@ -162,7 +162,24 @@ describe("Broadcast.Topics: fan-out", () => {
       const server = yield* WebSocketServer.make({
         handler: (ws) =>
           Effect.gen(function*() {
-            const wrapped: Ws<unknown> = { ...ws } // not the engine's object: no fast path
+            // not the engine's object: no fast path
+            const wrapped: Ws<unknown> = {
+              id: ws.id,
+              request: ws.request,
+              protocol: ws.protocol,
+              extensions: ws.extensions,
+              data: ws.data,
+              messages: ws.messages,
+              run: ws.run,
+              send: ws.send,
+              sendText: ws.sendText,
+              sendBinary: ws.sendBinary,
+              unsafeSend: ws.unsafeSend,
+              ping: ws.ping,
+              close: ws.close,
+              closed: ws.closed,
+              bufferedAmount: ws.bufferedAmount
+            }
             yield* topics.subscribe("t", wrapped)
             yield* ws.closed
           })

@@ -292,7 +292,7 @@ export class Registry {
         frame = plain ??= frameOf(opcode, false, payload)
       } else if (d._tag === "Own") {
         // Context takeover: only this connection's deflater can produce its next message.
-        if (conn.unsafeSend(message)) sent++
+        if (conn.sendNow(message)) sent++
         continue
       } else {
         const cached = shared?.get(d.key)

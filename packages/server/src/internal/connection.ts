@@ -1,6 +1,7 @@
 import type { Connection } from "@effect-websocket/protocol/Connection"
 import type { ProtocolError } from "@effect-websocket/protocol/Errors"
-import { Cause, Chunk, Deferred, Effect, FiberId, Option, Stream } from "effect"
+import { Cause, Chunk, Deferred, Effect, Exit, FiberId, Option, Stream } from "effect"
+import type { Fiber, Tracer } from "effect"
 import type { Socket } from "node:net"
 import { InternalError, InvalidSendError, PolicyViolationError, WebSocketClosedError } from "../Errors.js"
 import * as Metrics from "../Metrics.js"
@@ -26,9 +27,6 @@ type Resume<A, E> = (effect: Effect.Effect<A, E>) => void
  */
 export class WsConnection<Data> implements WebSocket<Data> {
   readonly id = nextId++
-  readonly closedDeferred: Deferred.Deferred<CloseInfo, ProtocolError> = Deferred.unsafeMake(FiberId.none)
-  /** Completes when the TCP socket is closed. */
-  readonly transportDeferred: Deferred.Deferred<void> = Deferred.unsafeMake(FiberId.none)
 
   // inbox
   private items: Array<Item> = []
@@ -44,8 +42,8 @@ export class WsConnection<Data> implements WebSocket<Data> {
   // writer
   private flushQueued = false
   private inReader = false
-  private drainWaiters: Array<() => void> = []
-  private pongWaiters: Array<Resume<number, never>> = []
+  private drainWaiters: Array<() => void> | undefined = undefined
+  private pongWaiters: Array<Resume<number, never>> | undefined = undefined
   private pingSentAt = 0
   private transportClosed = false
 
@@ -53,16 +51,33 @@ export class WsConnection<Data> implements WebSocket<Data> {
   /** Last data message either way (idle timeout). */
   lastActivity = Date.now()
   /** Last bytes from the peer (keepalive: a live peer needs no ping). */
-  lastSeen = Date.now()
+  lastSeen = this.lastActivity
   /** When our keepalive ping went out; 0 when none is outstanding. */
   pingOutstandingSince = 0
   /** When the close timeout expires; 0 while open. */
   closeDeadline = 0
-  /** Called once when the socket is closed (the engine's bookkeeping). */
-  onTransportClosed: (() => void) | undefined = undefined
+  /** Told once when the socket is closed (the engine's bookkeeping). */
+  owner: { readonly transportClosed: (ws: WsConnection<Data>) => void } | undefined = undefined
+  /** The handler's fiber and the connection's span (set by the engine). */
+  fiber: Fiber.RuntimeFiber<unknown, unknown> | undefined = undefined
+  span: Tracer.Span | undefined = undefined
 
   private messagesIn = 0
   private messagesOut = 0
+
+  // Everything below is built on first use: an idle connection holds only the fields above.
+  private stream: Stream.Stream<Message, ProtocolError> | undefined = undefined
+  private closedD: Deferred.Deferred<CloseInfo, ProtocolError> | undefined = undefined
+  private transportD: Deferred.Deferred<void> | undefined = undefined
+  /** How the connection ended, once it has. */
+  private ended: Exit.Exit<CloseInfo, ProtocolError> | undefined = undefined
+  /** `run` callers waiting for the end (no Deferred: an idle `run` keeps one closure). */
+  private endWaiters: Array<Resume<void, ProtocolError>> | undefined = undefined
+  private boundRun: WebSocket<Data>["run"] | undefined = undefined
+  private boundSend: WebSocket<Data>["send"] | undefined = undefined
+  private boundUnsafeSend: WebSocket<Data>["unsafeSend"] | undefined = undefined
+  private boundPing: WebSocket<Data>["ping"] | undefined = undefined
+  private boundClose: WebSocket<Data>["close"] | undefined = undefined
 
   constructor(
     readonly socket: Socket,
@@ -73,18 +88,32 @@ export class WsConnection<Data> implements WebSocket<Data> {
     readonly extensions: string | undefined,
     readonly data: Data
   ) {
-    this.flushTick = this.flushTick.bind(this)
-    let stream: Stream.Stream<Message, ProtocolError> | undefined
-    Object.defineProperty(this, "messages", {
-      get: () => stream ??= Stream.repeatEffectChunkOption(Effect.suspend(() => this.take())),
-      enumerable: true,
-      configurable: true
-    })
-    socket.on("data", (chunk: Buffer) => this.onData(chunk))
-    socket.on("end", () => this.onEnd())
-    socket.on("error", () => {}) // 'close' follows; the cause shows as an abnormal closure
-    socket.on("close", () => this.onClose())
-    socket.on("drain", () => this.onDrain())
+    // One set of listener functions for every connection; they find theirs on the socket.
+    ;(socket as SocketWithConnection)[CONNECTION] = this as WsConnection<any>
+    socket.on("data", onSocketData)
+    socket.on("end", onSocketEnd)
+    socket.on("close", onSocketClose)
+    socket.on("drain", onSocketDrain)
+    // errors (ECONNRESET, ...) are followed by 'close'; the cause shows as an abnormal closure
+    if (socket.listenerCount("error") === 0) socket.on("error", noop)
+  }
+
+  /** Completes with how the connection ended (made on first use). */
+  get closedDeferred(): Deferred.Deferred<CloseInfo, ProtocolError> {
+    if (this.closedD === undefined) {
+      this.closedD = Deferred.unsafeMake(FiberId.none)
+      if (this.ended !== undefined) Deferred.unsafeDone(this.closedD, this.ended)
+    }
+    return this.closedD
+  }
+
+  /** Completes when the TCP socket is closed (made on first use). */
+  get transportDeferred(): Deferred.Deferred<void> {
+    if (this.transportD === undefined) {
+      this.transportD = Deferred.unsafeMake(FiberId.none)
+      if (this.transportClosed) Deferred.unsafeDone(this.transportD, Exit.void)
+    }
+    return this.transportD
   }
 
   // ------------------------------------------------------------------ reader
@@ -153,14 +182,20 @@ export class WsConnection<Data> implements WebSocket<Data> {
     if (this.closeDeadline === 0) this.closeDeadline = Date.now() + this.options.closeTimeout
   }
 
-  private onEnd(): void {
+  /** @internal the next-tick flush. */
+  flushTick(): void {
+    this.flushQueued = false
+    this.flush()
+  }
+
+  onEnd(): void {
     this.core.receiveEof()
     this.onClosing()
     this.flush()
     this.wake()
   }
 
-  private onClose(): void {
+  onClose(): void {
     if (this.transportClosed) return
     this.transportClosed = true
     const core = this.core
@@ -170,25 +205,31 @@ export class WsConnection<Data> implements WebSocket<Data> {
     const received = core.closeReceived
     const sent = core.closeSent
     const wasClean = core.closeHandshakeDone
-    const ended = received ?? (wasClean ? sent : undefined)
+    const last = received ?? (wasClean ? sent : undefined)
     const info: CloseInfo = {
-      code: failure !== undefined ? failure.closeCode : ended?.code ?? 1006,
-      reason: failure !== undefined ? failure.reason : ended?.reason ?? "",
+      code: failure !== undefined ? failure.closeCode : last?.code ?? 1006,
+      reason: failure !== undefined ? failure.reason : last?.reason ?? "",
       wasClean,
       initiatedBy: this.closeInitiator ?? (sent !== undefined ? "local" : "transport")
     }
     Metrics.closeCodes.unsafeUpdate(String(info.code), NO_TAGS)
     core.dispose()
-    Deferred.unsafeDone(
-      this.closedDeferred,
-      failure !== undefined && !this.localFailure ? Effect.fail(failure) : Effect.succeed(info)
-    )
-    Deferred.unsafeDone(this.transportDeferred, Effect.void)
-    this.onTransportClosed?.()
-    for (const w of this.drainWaiters) w()
-    this.drainWaiters = []
-    for (const w of this.pongWaiters) w(Effect.interrupt as any)
-    this.pongWaiters = []
+    const ended = this.ended = failure !== undefined && !this.localFailure ? Exit.fail(failure) : Exit.succeed(info)
+    if (this.closedD !== undefined) Deferred.unsafeDone(this.closedD, ended)
+    if (this.transportD !== undefined) Deferred.unsafeDone(this.transportD, Exit.void)
+    const endWaiters = this.endWaiters
+    if (endWaiters !== undefined) {
+      this.endWaiters = undefined
+      const result = Exit.asVoid(ended)
+      for (const w of endWaiters) w(result)
+    }
+    this.owner?.transportClosed(this)
+    this.onDrain()
+    const pongs = this.pongWaiters
+    if (pongs !== undefined) {
+      this.pongWaiters = undefined
+      for (const w of pongs) w(Effect.interrupt as any)
+    }
     this.wake()
   }
 
@@ -254,16 +295,45 @@ export class WsConnection<Data> implements WebSocket<Data> {
     return Effect.fail(failure !== undefined && !this.localFailure ? Option.some(failure) : Option.none())
   }
 
-  /**
-   * Built on first use (an own accessor, so `{ ...ws }` keeps it): a connection handled with
-   * `run` never pays for a Stream.
-   */
-  declare readonly messages: Stream.Stream<Message, ProtocolError>
+  /** Built on first use: a connection handled with `run` never pays for a Stream. */
+  get messages(): Stream.Stream<Message, ProtocolError> {
+    return this.stream ??= Stream.repeatEffectChunkOption(Effect.suspend(() => this.take()))
+  }
 
-  readonly run = <_, E, R>(
+  // The handle's functions, each bound to this connection on first use (so that `ws.send` can
+  // be passed around detached) rather than as one closure per function per connection.
+  get run(): WebSocket<Data>["run"] {
+    return this.boundRun ??= (onMessage) => this.runWith(onMessage)
+  }
+  get send(): WebSocket<Data>["send"] {
+    return this.boundSend ??= (data, options) => this.sendEffect(data, options)
+  }
+  get sendText(): WebSocket<Data>["sendText"] {
+    return this.send
+  }
+  get sendBinary(): WebSocket<Data>["sendBinary"] {
+    return this.send
+  }
+  get unsafeSend(): WebSocket<Data>["unsafeSend"] {
+    return this.boundUnsafeSend ??= (data, options) => this.sendNow(data, options)
+  }
+  get ping(): WebSocket<Data>["ping"] {
+    return this.boundPing ??= (data) => this.pingEffect(data)
+  }
+  get close(): WebSocket<Data>["close"] {
+    return this.boundClose ??= (code, reason) => this.closeEffect(code, reason)
+  }
+  get closed(): Effect.Effect<CloseInfo, ProtocolError> {
+    return Deferred.await(this.closedDeferred)
+  }
+  get bufferedAmount(): Effect.Effect<number> {
+    return Effect.sync(() => this.core.bufferedAmount + this.socket.writableLength)
+  }
+
+  runWith<_, E, R>(
     onMessage: (message: Message) => Effect.Effect<_, E, R> | void
-  ): Effect.Effect<void, ProtocolError | E, R> =>
-    Effect.withFiberRuntime<void, ProtocolError | E, R>((fiber) => {
+  ): Effect.Effect<void, ProtocolError | E, R> {
+    return Effect.withFiberRuntime<void, ProtocolError | E, R>((fiber) => {
       const context = fiber.currentContext
       const errors: Array<E> = []
       // Effects returned by the callback run concurrently; while the ones still running hold
@@ -314,12 +384,26 @@ export class WsConnection<Data> implements WebSocket<Data> {
         this.core.sendOwedClose()
         this.flush()
       }
-      return Effect.flatMap(Deferred.await(this.closedDeferred), () => Effect.void)
+      return this.awaitEnd()
     })
+  }
+
+  /**
+   * Completes when the connection has ended (fails with the peer's protocol error). Not
+   * interruptible from outside the fiber's own interruption: the waiter stays until the end.
+   */
+  private awaitEnd(): Effect.Effect<void, ProtocolError> {
+    const ended = this.ended
+    if (ended !== undefined) return Exit.asVoid(ended)
+    return Effect.async<void, ProtocolError>((resume) => {
+      ;(this.endWaiters ??= []).push(resume)
+    })
+  }
 
   // ------------------------------------------------------------------ writer
 
-  unsafeSend = (data: Message, options?: SendOptions): boolean => {
+  /** Queues a message; false when the connection is not open. */
+  sendNow(data: Message, options?: SendOptions): boolean {
     if (this.transportClosed) return false
     const compress = options?.compress ?? true
     const err = typeof data === "string" ? this.core.sendText(data, compress) : this.core.sendBinary(data, compress)
@@ -329,14 +413,12 @@ export class WsConnection<Data> implements WebSocket<Data> {
     return true
   }
 
-  readonly send = (data: Message, options?: SendOptions): Effect.Effect<void, WebSocketClosedError> =>
-    Effect.suspend(() => {
-      if (!this.unsafeSend(data, options)) return Effect.fail(CLOSED)
+  sendEffect(data: Message, options?: SendOptions): Effect.Effect<void, WebSocketClosedError> {
+    return Effect.suspend(() => {
+      if (!this.sendNow(data, options)) return Effect.fail(CLOSED)
       return this.backpressure()
     })
-
-  readonly sendText = (data: string, options?: SendOptions) => this.send(data, options)
-  readonly sendBinary = (data: Uint8Array, options?: SendOptions) => this.send(data, options)
+  }
 
   private backpressure(): Effect.Effect<void> {
     if (this.core.bufferedAmount + this.socket.writableLength <= this.options.highWaterMark) return Effect.void
@@ -345,30 +427,26 @@ export class WsConnection<Data> implements WebSocket<Data> {
     Metrics.backpressureEvents.unsafeUpdate(1, NO_TAGS)
     return Effect.async<void>((resume) => {
       const w = () => resume(Effect.void)
-      this.drainWaiters.push(w)
+      ;(this.drainWaiters ??= []).push(w)
       return Effect.sync(() => {
-        const i = this.drainWaiters.indexOf(w)
-        if (i >= 0) this.drainWaiters.splice(i, 1)
+        const ws = this.drainWaiters
+        const i = ws === undefined ? -1 : ws.indexOf(w)
+        if (i >= 0) ws!.splice(i, 1)
       })
     })
   }
 
-  private onDrain(): void {
+  onDrain(): void {
     const ws = this.drainWaiters
-    if (ws.length === 0) return
-    this.drainWaiters = []
+    if (ws === undefined) return
+    this.drainWaiters = undefined
     for (const w of ws) w()
   }
 
   private scheduleFlush(): void {
     if (this.inReader || this.flushQueued) return
     this.flushQueued = true
-    process.nextTick(this.flushTick)
-  }
-
-  private flushTick(): void {
-    this.flushQueued = false
-    this.flush()
+    process.nextTick(flushTick, this)
   }
 
   /** Writes everything the core produced as one batch (one writev), then closes TCP if due. */
@@ -440,8 +518,8 @@ export class WsConnection<Data> implements WebSocket<Data> {
     const now = Date.now()
     this.pingOutstandingSince = 0
     const ws = this.pongWaiters
-    if (ws.length === 0) return
-    this.pongWaiters = []
+    if (ws === undefined) return
+    this.pongWaiters = undefined
     const rtt = now - this.pingSentAt
     Metrics.pingRoundTrip.unsafeUpdate(rtt, NO_TAGS)
     for (const w of ws) w(Effect.succeed(rtt))
@@ -473,8 +551,8 @@ export class WsConnection<Data> implements WebSocket<Data> {
     if (o.idleTimeout > 0 && now - this.lastActivity >= o.idleTimeout) this.startClose(1001, "idle timeout")
   }
 
-  readonly ping = (data?: Uint8Array): Effect.Effect<number, WebSocketClosedError | InvalidSendError> =>
-    Effect.suspend(() => {
+  pingEffect(data?: Uint8Array): Effect.Effect<number, WebSocketClosedError | InvalidSendError> {
+    return Effect.suspend(() => {
       if (this.transportClosed) return Effect.fail(CLOSED)
       const err = this.core.sendPing(data)
       if (err !== undefined) {
@@ -484,14 +562,15 @@ export class WsConnection<Data> implements WebSocket<Data> {
       if (this.pingOutstandingSince === 0) this.pingOutstandingSince = this.pingSentAt
       this.scheduleFlush()
       return Effect.async<number, never>((resume) => {
-        this.pongWaiters.push(resume)
+        ;(this.pongWaiters ??= []).push(resume)
       }).pipe(Effect.catchAllCause(() => Effect.fail(CLOSED)))
     })
+  }
 
   // ------------------------------------------------------------------ close
 
-  readonly close = (code = 1000, reason = ""): Effect.Effect<CloseInfo, InvalidSendError> =>
-    Effect.suspend(() => {
+  closeEffect(code = 1000, reason = ""): Effect.Effect<CloseInfo, InvalidSendError> {
+    return Effect.suspend(() => {
       const err = this.startClose(code, reason)
       if (err !== undefined) return Effect.fail(err)
       return Deferred.await(this.closedDeferred).pipe(
@@ -500,12 +579,7 @@ export class WsConnection<Data> implements WebSocket<Data> {
         )
       )
     })
-
-  readonly closed: Effect.Effect<CloseInfo, ProtocolError> = Deferred.await(this.closedDeferred)
-
-  readonly bufferedAmount: Effect.Effect<number> = Effect.sync(
-    () => this.core.bufferedAmount + this.socket.writableLength
-  )
+  }
 
   /** For the shutdown path and tests. */
   get isTransportClosed(): boolean {
@@ -514,3 +588,25 @@ export class WsConnection<Data> implements WebSocket<Data> {
 }
 
 export { InvalidSendError }
+
+const CONNECTION: unique symbol = Symbol("effect-websocket/connection")
+interface SocketWithConnection extends Socket {
+  [CONNECTION]: WsConnection<unknown>
+}
+const owner = (socket: Socket): WsConnection<unknown> => (socket as SocketWithConnection)[CONNECTION]
+function onSocketData(this: Socket, chunk: Buffer): void {
+  owner(this).onData(chunk)
+}
+function onSocketEnd(this: Socket): void {
+  owner(this).onEnd()
+}
+function onSocketClose(this: Socket): void {
+  owner(this).onClose()
+}
+function onSocketDrain(this: Socket): void {
+  owner(this).onDrain()
+}
+const noop = () => {}
+const flushTick = (ws: WsConnection<unknown>): void => {
+  ws.flushTick()
+}

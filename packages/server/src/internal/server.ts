@@ -3,9 +3,9 @@ import { HandshakeError, isProtocolError } from "@effect-websocket/protocol/Erro
 import type { RawRequest, UpgradeRequest } from "@effect-websocket/protocol/Handshake"
 import { acceptResponse, rejectResponse, RequestParser, validateUpgrade } from "@effect-websocket/protocol/Handshake"
 import { negotiate, PerMessageDeflate } from "@effect-websocket/protocol/PerMessageDeflate"
-import { Cause, Deferred, Effect, Exit, FiberId, FiberSet, Option, Runtime } from "effect"
+import { Cause, Context, Deferred, Effect, Exit, FiberId, FiberRef, FiberSet, Option, Runtime, Tracer } from "effect"
 import type { Fiber } from "effect"
-import type { Context, Scope } from "effect"
+import type { Clock, Scope } from "effect"
 import * as net from "node:net"
 import * as tls from "node:tls"
 import { InternalError, InvalidPayloadError, ServerError, UpgradeRejected } from "../Errors.js"
@@ -270,27 +270,49 @@ export class Engine<Data, E, R, E2, R2> {
       this.timersRunning = true
       runFork(this.timers)
     }
-    const fiber = runFork(
-      this.handlerOptions.handler(ws).pipe(
-        Effect.withSpan("websocket.connection", {
-          attributes: { "websocket.id": ws.id, "url.path": ws.request.url },
-          captureStackTrace: false
-        })
-      )
-    )
+    const fiber = runFork(this.withSpan(ws))
+    ws.fiber = fiber
+    ws.owner = this
     fiber.addObserver((exit) => this.onHandlerExit(ws, exit, runFork))
-    ws.onTransportClosed = () => {
-      connections.delete(ws)
-      Metrics.connectionsOpen.unsafeUpdate(connections.size, NO_TAGS)
-      // The handler may still be finishing (logging `closed`, ...): it gets the close timeout.
-      if (fiber.unsafePoll() === null) {
-        setTimeout(() => {
-          if (fiber.unsafePoll() === null) fiber.unsafeInterruptAsFork(FiberId.none)
-        }, this.options.closeTimeout).unref()
-      }
-    }
     if (rest.length > 0) ws.onData(Buffer.from(rest.buffer, rest.byteOffset, rest.byteLength))
     ws.socket.resume()
+  }
+
+  /**
+   * The handler inside the connection's span. The span is put in the fiber's context for
+   * good (the fiber ends with the handler) and ended by the fiber's observer, so an idle
+   * connection's fiber keeps no frames for it (`Effect.withSpan` would keep several).
+   */
+  private withSpan(ws: WsConnection<Data>): Effect.Effect<unknown, E, R> {
+    return Effect.flatMap(
+      Effect.makeSpan("websocket.connection", {
+        attributes: { "websocket.id": ws.id, "url.path": ws.request.url },
+        captureStackTrace: false
+      }),
+      (span) =>
+        Effect.clockWith((clock) => {
+          ws.span = span
+          this.clock = clock
+          return Effect.zipRight(
+            FiberRef.update(FiberRef.currentContext, Context.add(Tracer.ParentSpan, span)),
+            this.handlerOptions.handler(ws)
+          )
+        })
+    )
+  }
+
+  /** The socket closed: bookkeeping, and the close timeout for a handler still finishing. */
+  transportClosed(ws: WsConnection<Data>): void {
+    const connections = this.connections
+    connections.delete(ws)
+    Metrics.connectionsOpen.unsafeUpdate(connections.size, NO_TAGS)
+    // The handler may still be finishing (logging `closed`, ...): it gets the close timeout.
+    const fiber = ws.fiber
+    if (fiber !== undefined && fiber.unsafePoll() === null) {
+      setTimeout(() => {
+        if (fiber.unsafePoll() === null) fiber.unsafeInterruptAsFork(FiberId.none)
+      }, this.options.closeTimeout).unref()
+    }
   }
 
   private onHandlerExit(
@@ -298,6 +320,14 @@ export class Engine<Data, E, R, E2, R2> {
     exit: Exit.Exit<unknown, E>,
     runFork: <A, EX>(effect: Effect.Effect<A, EX, R>) => Fiber.RuntimeFiber<A, EX>
   ): void {
+    ws.fiber = undefined
+    const span = ws.span
+    if (span !== undefined) {
+      ws.span = undefined
+      if (span.status._tag === "Started") {
+        span.end(span.status.startTime === BigInt(0) ? BigInt(0) : this.clock!.unsafeCurrentTimeNanos(), exit)
+      }
+    }
     if (Exit.isSuccess(exit)) {
       ws.startClose(1000, "")
       return
@@ -325,6 +355,8 @@ export class Engine<Data, E, R, E2, R2> {
   }
 
   private timersRunning = false
+  /** The Clock of the handlers' fibers (spans end on the clock they started on). */
+  private clock: Clock.Clock | undefined = undefined
 
   /** Granularity of the deadlines: a quarter of the shortest timeout, between 10 ms and 1 s. */
   private get tick(): number {
