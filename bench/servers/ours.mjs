@@ -1,4 +1,5 @@
-// Our server, written the way a user writes it. `--mode`:
+// Our server, written the way a user writes it, run from the packages' compiled output (what a
+// user's `node` loads from `dist/`; `bench/run.sh` builds it first). `--mode`:
 //   stream  — the Stream-of-messages handler: Stream.runForEach(ws.messages, ws.send)
 //   fast    — the callback form: ws.run((m) => ws.unsafeSend(m))
 //   socket  — through the @effect/platform Socket interop (SocketServer.run + Socket.run/writer)
@@ -16,7 +17,7 @@ const mode = (() => {
   return i >= 0 ? process.argv[i + 1] : "stream"
 })()
 
-const limits = { host, port, maxMessageSize: 64 * 1024 * 1024, perMessageDeflate: true } as const
+const limits = { host, port, maxMessageSize: 64 * 1024 * 1024, perMessageDeflate: true }
 const ready = Console.log(`listening ${port} pid=${process.pid} mode=${mode}`)
 
 const program = mode === "socket"
@@ -39,4 +40,4 @@ const program = mode === "socket"
     })))
   )
 
-NodeRuntime.runMain(program as Effect.Effect<unknown, unknown>)
+NodeRuntime.runMain(program)

@@ -118,5 +118,19 @@ export const scenarios: ReadonlyArray<Scenario> = [
     conns: 10_000,
     concurrency: 256,
     unit: "conn"
+  },
+  {
+    ...base,
+    name: "idle1k-deflate",
+    title: "1,000 idle compressed connections",
+    description:
+      "Open 1,000 connections that negotiate permessage-deflate, echo one compressed 2 KiB JSON message on each (above every server's threshold, so the reply is compressed too), then idle: server RSS per connection, zlib contexts included.",
+    mode: "idle",
+    conns: 1000,
+    concurrency: 256,
+    payload: "json",
+    size: 2048,
+    deflate: true,
+    unit: "conn"
   }
 ]

@@ -40,19 +40,19 @@ const bunBinary = (): string | undefined => {
   }
 }
 
-/** `node --conditions=source --import tsx <file> --port {port} ...args`: one process running TypeScript sources. */
-export const tsxNode = (file: string, ...args: ReadonlyArray<string>): ReadonlyArray<string> => [
+/** `node <file> --port {port} ...args`: plain JavaScript, packages resolved to their `dist/`. */
+export const plainNode = (file: string, ...args: ReadonlyArray<string>): ReadonlyArray<string> => [
   process.execPath,
-  "--conditions=source",
-  "--import",
-  "tsx",
   file,
   "--port",
   "{port}",
   ...args
 ]
 
-const fileMissing = (file: string) => () => (existsSync(file) ? undefined : `${file} does not exist yet`)
+const builtMissing = () => {
+  const built = join(repoRoot, "packages", "server", "dist", "index.js")
+  return existsSync(built) ? undefined : `${built} does not exist: run \`pnpm build\` (bench/run.sh does)`
+}
 
 export const servers: ReadonlyArray<ServerSpec> = [
   {
@@ -92,25 +92,25 @@ export const servers: ReadonlyArray<ServerSpec> = [
     description: "node:net: answers the upgrade, then echoes every read verbatim (no framing): the ceiling",
     command: [process.execPath, serverFile("net-raw.mjs"), "--port", "{port}"]
   },
-  // Our server (servers/ours.ts, TypeScript sources through tsx), one entry per handler style; skipped,
-  // with a note, while the file is missing.
+  // Our server (servers/ours.mjs on the packages' compiled output, as a user runs it), one entry per
+  // handler style; skipped, with a note, until `pnpm build` has run (bench/run.sh runs it).
   {
     name: "ours-stream",
     description: "@effect-websocket/server WebSocketServer.layer, echo with Stream.runForEach(ws.messages, ws.send)",
-    command: tsxNode(serverFile("ours.ts"), "--mode", "stream"),
-    unavailable: fileMissing(serverFile("ours.ts"))
+    command: plainNode(serverFile("ours.mjs"), "--mode", "stream"),
+    unavailable: builtMissing
   },
   {
     name: "ours-fast",
     description: "@effect-websocket/server WebSocketServer.layer, echo with ws.run(m => ws.unsafeSend(m)) (no Effect per message)",
-    command: tsxNode(serverFile("ours.ts"), "--mode", "fast"),
-    unavailable: fileMissing(serverFile("ours.ts"))
+    command: plainNode(serverFile("ours.mjs"), "--mode", "fast"),
+    unavailable: builtMissing
   },
   {
     name: "ours-socket-interop",
     description: "@effect-websocket/server SocketInterop.layerSocketServer with the effect-platform entry's handler",
-    command: tsxNode(serverFile("ours.ts"), "--mode", "socket"),
-    unavailable: fileMissing(serverFile("ours.ts"))
+    command: plainNode(serverFile("ours.mjs"), "--mode", "socket"),
+    unavailable: builtMissing
   }
 ]
 
