@@ -1,11 +1,12 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Cause, Chunk, Deferred, Effect, Exit, Fiber, Metric, Option, Schema, Scope, Stream } from "effect"
+import type { Tracer } from "effect"
 import * as MessageSchema from "../src/MessageSchema.js"
 import * as Metrics from "../src/Metrics.js"
 import { UpgradeRejected } from "../src/Errors.js"
 import type { CloseInfo, WebSocket as Ws } from "../src/WebSocket.js"
 import * as WebSocketServer from "../src/WebSocketServer.js"
-import { clientFrame, connect, makeCertificate, rawConnect, rawExchange, recorder } from "./utils.js"
+import { clientFrame, connect, makeCertificate, pollUntil, rawConnect, rawExchange, recorder } from "./utils.js"
 
 const echo = (ws: Ws<unknown>) => Stream.runForEach(ws.messages, (m) => ws.send(m))
 
@@ -78,6 +79,31 @@ describe("echo over a real socket with the ws client", () => {
       assert.isAtLeast(rtt, 0)
       const rtts = yield* Metric.value(Metrics.pingRoundTrip)
       assert.isAtLeast(rtts.count, 1)
+    }))
+
+  it.scopedLive("the handler runs in a websocket.connection span that ends with the handler", () =>
+    Effect.gen(function*() {
+      const spans = yield* Deferred.make<{ span: Tracer.Span; child: Tracer.Span }>()
+      const server = yield* WebSocketServer.make({
+        handler: (ws) =>
+          Effect.gen(function*() {
+            const span = yield* Effect.currentSpan
+            const child = yield* Effect.currentSpan.pipe(Effect.withSpan("child"))
+            yield* Deferred.succeed(spans, { span, child })
+            yield* ws.run(() => {})
+          })
+      })
+      const client = yield* connect(server.url + "/room?x=1")
+      const { child, span } = yield* Deferred.await(spans)
+      assert.strictEqual(span.name, "websocket.connection")
+      assert.strictEqual(span.attributes.get("url.path"), "/room?x=1")
+      assert.strictEqual(typeof span.attributes.get("websocket.id"), "number")
+      assert.deepStrictEqual(Option.map(child.parent, (p) => p.spanId), Option.some(span.spanId))
+      assert.strictEqual(span.status._tag, "Started")
+      client.close()
+      const ended = yield* pollUntil(Effect.sync(() => span.status), (s) => s._tag === "Ended", 5_000)
+      assert.ok(ended._tag === "Ended" && Exit.isSuccess(ended.exit))
+      assert.ok(ended._tag === "Ended" && ended.endTime >= ended.startTime)
     }))
 
   it.scopedLive("counts messages and bytes in Effect metrics", () =>
