@@ -66,7 +66,38 @@ export interface PerMessageDeflateOptions {
    * the peer's inflate) buys little.
    */
   readonly threshold?: number
+  /**
+   * Messages of at least this many bytes are compressed on libuv's thread pool instead of
+   * the event loop, so that one large message does not stall every other connection (the
+   * connection's later frames wait for it, in order). Default 256 KiB (about 2 ms of
+   * synchronous zlib at level 1); `Infinity` keeps all compression on the event loop.
+   * Inflating stays synchronous: its cost is bounded by `maxMessageSize`.
+   */
+  readonly offloadThreshold?: number
+  /**
+   * Process-wide limit on offloaded compressions running at once (libuv's pool is shared
+   * with file system and DNS work, and each job holds a zlib context): further ones wait
+   * in one queue. Every server in the process shares the queue; the smallest value any of
+   * them configured applies. Default 2.
+   */
+  readonly offloadConcurrency?: number | undefined
 }
+
+/**
+ * The process-wide queue of compressions running off the event loop (`offloadThreshold`):
+ * its limit, the jobs running and waiting now, the most that ran at once, and how many
+ * have started since the process did.
+ *
+ * @since 0.1.0
+ * @category metrics
+ */
+export const offloadStats: () => {
+  readonly limit: number
+  readonly running: number
+  readonly queued: number
+  readonly peak: number
+  readonly jobs: number
+} = internal.offloadStats
 
 /**
  * Options with every default filled in and every range checked.
@@ -83,6 +114,9 @@ export interface ResolvedPerMessageDeflateOptions {
   readonly memLevel: number
   readonly level: number
   readonly threshold: number
+  readonly offloadThreshold: number
+  /** `undefined` when not configured (the process-wide default applies). */
+  readonly offloadConcurrency: number | undefined
 }
 
 /**
@@ -107,7 +141,9 @@ const DEFAULTS: ResolvedPerMessageDeflateOptions = {
   clientMaxWindowBits: 15,
   memLevel: 8,
   level: 1,
-  threshold: 1024
+  threshold: 1024,
+  offloadThreshold: 256 * 1024,
+  offloadConcurrency: undefined
 }
 
 const intIn = (name: string, value: number | undefined, min: number, max: number, fallback: number): number => {
@@ -131,6 +167,10 @@ export const resolveOptions = (
 ): ResolvedPerMessageDeflateOptions => {
   const threshold = options.threshold ?? DEFAULTS.threshold
   if (!(threshold >= 0)) throw new RangeError(`permessage-deflate option threshold must be >= 0, got ${threshold}`)
+  const offloadThreshold = options.offloadThreshold ?? DEFAULTS.offloadThreshold
+  if (!(offloadThreshold >= 1)) {
+    throw new RangeError(`permessage-deflate option offloadThreshold must be >= 1, got ${offloadThreshold}`)
+  }
   return {
     enabled: options.enabled ?? DEFAULTS.enabled,
     serverNoContextTakeover: options.serverNoContextTakeover ?? DEFAULTS.serverNoContextTakeover,
@@ -139,7 +179,11 @@ export const resolveOptions = (
     clientMaxWindowBits: intIn("clientMaxWindowBits", options.clientMaxWindowBits, 9, 15, 15),
     memLevel: intIn("memLevel", options.memLevel, 1, 9, DEFAULTS.memLevel),
     level: intIn("level", options.level, 0, 9, DEFAULTS.level),
-    threshold
+    threshold,
+    offloadThreshold,
+    offloadConcurrency: options.offloadConcurrency === undefined
+      ? undefined
+      : intIn("offloadConcurrency", options.offloadConcurrency, 1, 1024, 1)
   }
 }
 
@@ -364,6 +408,7 @@ export class PerMessageDeflate {
   private readonly level: number
   private readonly memLevel: number
   private readonly threshold: number
+  private readonly offloadThreshold: number
   /** What we compress with: window bits (9..15; 8 is raised to 9, see `negotiate`). */
   private readonly deflateBits: number
   private readonly deflateNoTakeover: boolean
@@ -384,6 +429,8 @@ export class PerMessageDeflate {
     this.level = o.level
     this.memLevel = o.memLevel
     this.threshold = o.threshold
+    this.offloadThreshold = o.offloadThreshold
+    if (o.offloadConcurrency !== undefined) internal.limitOffloadConcurrency(o.offloadConcurrency)
     const server = role === "server"
     this.deflateBits = Math.max(9, server ? params.serverMaxWindowBits : params.clientMaxWindowBits)
     this.deflateNoTakeover = server ? params.serverNoContextTakeover : params.clientNoContextTakeover
@@ -425,6 +472,30 @@ export class PerMessageDeflate {
     internal.closeContext(z)
     this.deflater = undefined
     return internal.storedBlocks(data)
+  }
+
+  /**
+   * Whether a message of this size is compressed off the event loop
+   * (`byteLength >= offloadThreshold`), with `compressOffloaded`.
+   *
+   * @since 0.1.0
+   */
+  shouldOffload(byteLength: number): boolean {
+    return byteLength >= this.offloadThreshold && byteLength >= this.threshold
+  }
+
+  /**
+   * Compresses one whole outgoing message on libuv's thread pool, within the process-wide
+   * limit (`offloadConcurrency`); `done` receives the payload for a frame with RSV1, on the
+   * event loop. The message is compressed on a fresh context, and with context takeover our
+   * own compressor is reset too, so that no later message refers back past it: the caller
+   * must hold this connection's later messages until `done` (and compress none meanwhile).
+   *
+   * @since 0.1.0
+   */
+  compressOffloaded(data: Uint8Array, done: (payload: Buffer) => void): void {
+    if (this.deflater !== undefined) internal.resetContext(this.deflater)
+    internal.deflateOffloaded(data, this.deflateBits, this.level, this.memLevel, done)
   }
 
   /**

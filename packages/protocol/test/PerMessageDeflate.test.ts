@@ -211,6 +211,9 @@ describe("RFC 7692 §5 / §7.1 negotiation (server)", () => {
     assert.throws(() => resolveOptions({ memLevel: 0 }), RangeError)
     assert.throws(() => resolveOptions({ level: 10 }), RangeError)
     assert.throws(() => resolveOptions({ threshold: -1 }), RangeError)
+    assert.throws(() => resolveOptions({ offloadThreshold: 0 }), RangeError)
+    assert.throws(() => resolveOptions({ offloadConcurrency: 0 }), RangeError)
+    assert.throws(() => resolveOptions({ offloadConcurrency: 1.5 }), RangeError)
     assert.throws(() => PerMessageDeflate.compressStandalone(Buffer.from("x"), 16), RangeError)
     assert.deepStrictEqual(resolveOptions({}), {
       enabled: true,
@@ -220,7 +223,9 @@ describe("RFC 7692 §5 / §7.1 negotiation (server)", () => {
       clientMaxWindowBits: 15,
       memLevel: 8,
       level: 1,
-      threshold: 1024
+      threshold: 1024,
+      offloadThreshold: 256 * 1024,
+      offloadConcurrency: undefined
     })
   })
 })
@@ -582,5 +587,75 @@ describe("resources", () => {
     assert.strictEqual(memoryEstimate(params()), deflateMemory(15, 8) + inflateMemory(15))
     assert.strictEqual(memoryEstimate(params({ serverNoContextTakeover: true, clientNoContextTakeover: true })), 0)
     assert.strictEqual(memoryEstimate(params({ clientMaxWindowBits: 10 }), { memLevel: 8 }), deflateMemory(15, 8) + inflateMemory(10))
+  })
+})
+
+describe("compression off the event loop (offloadThreshold, offloadConcurrency)", () => {
+  const TAIL = Buffer.from([0x00, 0x00, 0xff, 0xff])
+  /** Text that compresses, different in every call, `n` bytes. */
+  const text = (n: number, seed: number): Buffer => {
+    let s = ""
+    for (let i = 0; s.length < n; i++) s += `{"id":${seed * 100000 + i},"name":"user-${(i * 7919 + seed) % 1009}"},`
+    return Buffer.from(s.slice(0, n))
+  }
+  const offloaded = (data: Uint8Array, bits = 15) =>
+    new Promise<Buffer>((resolve) => internal.deflateOffloaded(data, bits, 1, 8, resolve))
+
+  it("compresses a whole message for a frame: sync flush, tail removed, inflatable alone", async () => {
+    const data = text(300 * 1024, 1)
+    const out = await offloaded(data)
+    assert.isBelow(out.length, data.length / 2)
+    assert.notDeepEqual(out.subarray(out.length - 4), TAIL)
+    assert.deepStrictEqual(Zlib.inflateRawSync(Buffer.concat([out, TAIL]), { finishFlush: Zlib.constants.Z_SYNC_FLUSH }), data)
+  })
+
+  it("runs at most the process-wide limit at once; the rest wait in order; the smallest limit applies", async () => {
+    internal.resetOffload()
+    internal.limitOffloadConcurrency(1)
+    internal.limitOffloadConcurrency(3) // a larger value asked for later does not raise it
+    const inputs = Array.from({ length: 5 }, (_, i) => text(200 * 1024, i + 2))
+    const finished: Array<number> = []
+    const all = Promise.all(inputs.map((d, i) =>
+      offloaded(d).then((out) => {
+        finished.push(i)
+        return out
+      })
+    ))
+    const during = internal.offloadStats()
+    assert.deepStrictEqual([during.limit, during.running, during.queued], [1, 1, 4])
+    const outs = await all
+    assert.deepStrictEqual(finished, [0, 1, 2, 3, 4])
+    outs.forEach((out, i) => assert.deepStrictEqual(Zlib.inflateRawSync(Buffer.concat([out, TAIL]), { finishFlush: Zlib.constants.Z_SYNC_FLUSH }), inputs[i]))
+    const after = internal.offloadStats()
+    assert.deepStrictEqual([after.peak, after.jobs, after.running, after.queued], [1, 5, 0, 0])
+    internal.resetOffload()
+    internal.limitOffloadConcurrency(3)
+    assert.strictEqual(internal.offloadStats().limit, 3)
+    internal.resetOffload()
+  })
+
+  it("with context takeover, the message after an offloaded one refers to nothing before it", async () => {
+    const params: PerMessageDeflateParams = {
+      serverNoContextTakeover: false,
+      clientNoContextTakeover: false,
+      serverMaxWindowBits: 15,
+      clientMaxWindowBits: 15
+    }
+    const server = new PerMessageDeflate(params, { threshold: 0, offloadThreshold: 64 * 1024 })
+    const client = new PerMessageDeflate(params, {}, "client")
+    const small = text(2000, 7)
+    const big = text(100 * 1024, 8) // more than the 32 KiB window: the peer's window holds only it
+    assert.isFalse(server.shouldOffload(small.length))
+    assert.isTrue(server.shouldOffload(big.length))
+    const first = server.compress(small)
+    const second = await new Promise<Buffer>((resolve) => server.compressOffloaded(big, resolve))
+    const third = server.compress(small) // would point back at the first message without the reset
+    for (const [payload, expected] of [[first, small], [second, big], [third, small]] as const) {
+      const out = client.decompress(payload, true, 1 << 30)
+      assert.ok(Buffer.isBuffer(out))
+      assert.deepStrictEqual(out, expected)
+    }
+    server.close()
+    client.close()
   })
 })

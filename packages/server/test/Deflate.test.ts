@@ -3,6 +3,7 @@ import { Effect, Stream } from "effect"
 import * as net from "node:net"
 import * as zlib from "node:zlib"
 import type { WebSocket as Ws } from "../src/WebSocket.js"
+import { offloadStats } from "@effect-websocket/protocol/PerMessageDeflate"
 import * as WebSocketServer from "../src/WebSocketServer.js"
 import { clientFrame, connect, rawExchange, recorder, responseHeaders } from "./utils.js"
 
@@ -109,5 +110,81 @@ describe("RFC 7692 with the ws client", () => {
       assert.strictEqual(body[0], 0x88)
       assert.strictEqual(body.readUInt16BE(2), 1009)
       assert.isBelow(growth, 8 * 1024 * 1024)
+    }))
+})
+
+describe("large messages compressed off the event loop (offloadThreshold)", () => {
+  const big = (n: number, seed: number) => jsonish(Math.ceil(n / 45), seed).slice(0, n)
+  const pmd = { threshold: 0, offloadThreshold: 32 * 1024 }
+
+  it.scopedLive("they keep their place among the connection's messages and before its Close", () =>
+    Effect.gen(function*() {
+      const sequence: Array<string | Buffer> = [
+        jsonish(50, 1),
+        big(100 * 1024, 2),
+        jsonish(50, 1), // the same as the first: must not point back past the offloaded message
+        Buffer.from(big(80 * 1024, 3)),
+        big(200 * 1024, 4),
+        "tail"
+      ]
+      const before = offloadStats().jobs
+      const server = yield* WebSocketServer.make({
+        perMessageDeflate: pmd,
+        handler: (ws) =>
+          Effect.gen(function*() {
+            for (const m of sequence) yield* ws.send(m)
+            yield* ws.close(4001, "done")
+          })
+      })
+      const client = yield* connect(server.url, { perMessageDeflate: {} })
+      const rec = recorder(client)
+      const closed = yield* rec.waitClose
+      assert.deepStrictEqual(closed, { code: 4001, reason: "done" })
+      assert.deepStrictEqual(rec.messages.map((m) => m.data), sequence)
+      assert.deepStrictEqual(rec.messages.map((m) => m.isBinary), sequence.map((m) => typeof m !== "string"))
+      assert.strictEqual(offloadStats().jobs - before, 3)
+      const socket = (client as unknown as { _socket: net.Socket })._socket
+      assert.isBelow(socket.bytesRead, 380 * 1024 / 3)
+    }))
+
+  it.scopedLive("the reply to the peer's Close waits for a message still being compressed", () =>
+    Effect.gen(function*() {
+      const payload = big(300 * 1024, 5)
+      const server = yield* WebSocketServer.make({
+        perMessageDeflate: pmd,
+        handler: (ws) => ws.run((m) => void ws.unsafeSend(m === "go" ? payload : "?"))
+      })
+      const client = yield* connect(server.url, { perMessageDeflate: {} })
+      const rec = recorder(client)
+      client.send("go")
+      client.close(4002, "bye")
+      const closed = yield* rec.waitClose
+      assert.strictEqual(closed.code, 4002)
+      assert.deepStrictEqual(rec.messages.map((m) => m.data), [payload])
+    }))
+
+  it.scopedLive("connections share one process-wide queue with the configured limit", () =>
+    Effect.gen(function*() {
+      const server = yield* WebSocketServer.make({
+        perMessageDeflate: { ...pmd, offloadConcurrency: 1 },
+        handler: (ws) =>
+          ws.run((m) => {
+            const n = Number(m)
+            for (let i = 0; i < 3; i++) ws.unsafeSend(big(64 * 1024, n * 10 + i)), ws.unsafeSend(`${n}.${i}`)
+          })
+      })
+      const clients = yield* Effect.forEach([1, 2, 3, 4, 5, 6], () => connect(server.url, { perMessageDeflate: {} }))
+      const before = offloadStats().jobs
+      clients.forEach((c, n) => c.send(String(n + 1)))
+      yield* Effect.forEach(clients, (c) => recorder(c).waitMessages(6))
+      clients.forEach((c, k) => {
+        const n = k + 1
+        const expected = [0, 1, 2].flatMap((i) => [big(64 * 1024, n * 10 + i), `${n}.${i}`])
+        assert.deepStrictEqual(recorder(c).messages.map((m) => m.data), expected)
+      })
+      const stats = offloadStats()
+      assert.strictEqual(stats.limit, 1)
+      assert.strictEqual(stats.jobs - before, 18)
+      assert.deepStrictEqual([stats.running, stats.queued], [0, 0])
     }))
 })

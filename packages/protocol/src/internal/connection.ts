@@ -39,6 +39,9 @@ export interface MessageCompression {
   ): Buffer | MessageTooBigError | InvalidPayloadError | InternalError
   compress(data: Uint8Array): Buffer
   shouldCompress(byteLength: number): boolean
+  /** Large messages may be compressed later, off the event loop (see `Connection.compressLater`). */
+  shouldOffload?(byteLength: number): boolean
+  compressOffloaded?(data: Uint8Array, done: (payload: Buffer) => void): void
   close(): void
 }
 
@@ -469,6 +472,36 @@ export class Connection implements FrameSink {
     } else {
       this.writeFrame(Opcode.Binary, false, data)
     }
+    return undefined
+  }
+
+  /** Whether messages may be compressed (permessage-deflate agreed). */
+  get compressing(): boolean {
+    return this.compression !== undefined
+  }
+
+  /**
+   * Starts compressing a large message off the event loop when the compression hook does
+   * that for its size (permessage-deflate's `offloadThreshold`); returns false when the
+   * message should go through `sendText` / `sendBinary` instead (no compression agreed,
+   * `compress` false, or too small). `done` gets the compressed payload; queue it with
+   * `sendCompressed`. Until then the caller must hold back every later message, and the
+   * Close, of this connection: they would overtake it.
+   */
+  compressLater(data: Uint8Array, compress: boolean, done: (payload: Buffer) => void): boolean {
+    const c = this.compression
+    if (
+      !compress || c === undefined || c.compressOffloaded === undefined || this._state !== ConnectionState.Open ||
+      !c.shouldOffload!(data.length)
+    ) return false
+    c.compressOffloaded(data, done)
+    return true
+  }
+
+  /** Queues a message compressed by `compressLater` (a frame with RSV1). */
+  sendCompressed(text: boolean, payload: Uint8Array): InvalidSendError | undefined {
+    if (this._state !== ConnectionState.Open) return this.notOpen()
+    this.writeFrame(text ? Opcode.Text : Opcode.Binary, true, payload)
     return undefined
   }
 

@@ -141,7 +141,7 @@ export const closeContext = (z: ZContext): void => {
 }
 
 /** Back to a fresh stream: empty window, no pending bits (deflateReset / inflateReset). */
-const resetContext = (z: ZContext): void => {
+export const resetContext = (z: ZContext): void => {
   z.handle!.reset()
 }
 
@@ -237,6 +237,80 @@ export const releaseInflater = (z: ZContext): void => {
 // ---------------------------------------------------------------------------------------
 // Compression (RFC 7692 §7.2.1)
 // ---------------------------------------------------------------------------------------
+
+// ---------------------------------------------------------------------------------------
+// Offloaded compression: libuv's thread pool, with a process-wide limit
+// ---------------------------------------------------------------------------------------
+
+// libuv's pool (4 threads unless UV_THREADPOOL_SIZE says otherwise) also runs file system
+// and DNS work, and every queued zlib job holds its input and a zlib context (~300 KiB at
+// the defaults) until it runs: ws learned to cap them (its `concurrencyLimit`). Ours is one
+// FIFO queue for the whole process, whatever the number of servers and connections.
+export const DEFAULT_OFFLOAD_CONCURRENCY = 2
+let offloadLimit = DEFAULT_OFFLOAD_CONCURRENCY
+let offloadLimitSet = false
+let offloadRunning = 0
+let offloadPeak = 0
+let offloadJobs = 0
+const offloadQueue: Array<() => void> = []
+
+/**
+ * Lowers the process-wide limit on offloaded zlib jobs running at once (the smallest value
+ * any configuration asked for applies; the first call replaces the default).
+ */
+export const limitOffloadConcurrency = (n: number): void => {
+  offloadLimit = offloadLimitSet ? Math.min(offloadLimit, n) : n
+  offloadLimitSet = true
+}
+
+/** The offload queue's state, for metrics and tests. */
+export const offloadStats = (): {
+  readonly limit: number
+  readonly running: number
+  readonly queued: number
+  readonly peak: number
+  readonly jobs: number
+} => ({ limit: offloadLimit, running: offloadRunning, queued: offloadQueue.length, peak: offloadPeak, jobs: offloadJobs })
+
+/** Tests only: back to the default limit and zeroed counters (nothing may be running). */
+export const resetOffload = (): void => {
+  offloadLimit = DEFAULT_OFFLOAD_CONCURRENCY
+  offloadLimitSet = false
+  offloadPeak = offloadJobs = 0
+}
+
+/**
+ * Compresses one whole message on libuv's thread pool, on a fresh context (it refers to no
+ * earlier message), with a sync flush and the `00 00 ff ff` tail removed: the payload of a
+ * frame with RSV1. At most the process-wide limit of these run at once; the rest wait in
+ * order. `done` is called once, from the event loop; if zlib fails, with the message as
+ * blocks with no compression (always valid).
+ */
+export const deflateOffloaded = (
+  data: Uint8Array,
+  windowBits: number,
+  level: number,
+  memLevel: number,
+  done: (payload: Buffer) => void
+): void => {
+  const run = () => {
+    offloadRunning++
+    offloadJobs++
+    if (offloadRunning > offloadPeak) offloadPeak = offloadRunning
+    Zlib.deflateRaw(data, { windowBits, level, memLevel, finishFlush: Zlib.constants.Z_SYNC_FLUSH }, (error, out) => {
+      offloadRunning--
+      const next = offloadQueue.shift()
+      if (next !== undefined) next()
+      done(error !== null || !endsWithTail(out) ? storedBlocks(data) : out.subarray(0, out.length - 4))
+    })
+  }
+  if (offloadRunning < offloadLimit) run()
+  else offloadQueue.push(run)
+}
+
+const endsWithTail = (b: Buffer): boolean =>
+  b.length >= 4 && b[b.length - 4] === 0 && b[b.length - 3] === 0 && b[b.length - 2] === 0xff &&
+  b[b.length - 1] === 0xff
 
 /**
  * DEFLATE blocks with no compression (RFC 1951 §3.2.4) holding `data`, followed by the

@@ -120,8 +120,7 @@ export const isAccepting = (conn: WsConnection<unknown>): boolean =>
   !conn.isTransportClosed && !conn.core.closeExpected
 
 /** Bytes waiting to be written to this connection: the core's queue plus the socket's buffer. */
-export const bufferedBytes = (conn: WsConnection<unknown>): number =>
-  conn.core.bufferedAmount + conn.socket.writableLength
+export const bufferedBytes = (conn: WsConnection<unknown>): number => conn.bufferedBytes()
 
 /**
  * Writes a complete frame built elsewhere. What the connection queued before goes out first
@@ -130,9 +129,7 @@ export const bufferedBytes = (conn: WsConnection<unknown>): number =>
  * agreed and the payload was compressed on a fresh context (`server_no_context_takeover`).
  */
 export const writeFrame = (conn: WsConnection<unknown>, frame: Uint8Array): void => {
-  conn.flush()
-  conn.socket.write(frame)
-  conn.lastActivity = Date.now()
+  conn.writePrebuilt(frame)
   if (conn.socket.writableLength > conn.options.maxBufferedBytes) {
     conn.terminate(new PolicyViolationError({ reason: "send buffer over limit" }))
   }

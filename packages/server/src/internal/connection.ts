@@ -1,4 +1,5 @@
 import type { Connection } from "@effect-websocket/protocol/Connection"
+import { isValidCloseCode } from "@effect-websocket/protocol/Connection"
 import type { ProtocolError } from "@effect-websocket/protocol/Errors"
 import { Cause, Chunk, Deferred, Effect, Exit, FiberId, Option, Stream } from "effect"
 import type { Fiber, Tracer } from "effect"
@@ -175,7 +176,7 @@ export class WsConnection<Data> implements WebSocket<Data> {
     if (core.closeOwed) {
       if (!this.items.includes(END, this.head)) this.items.push(END)
       // Reply at once unless a consumer still has messages from before the Close to answer.
-      if (!this.consumer || (this.head === this.items.length - 1 && !this.batchOut)) core.sendOwedClose()
+      if (!this.consumer || (this.head === this.items.length - 1 && !this.batchOut)) this.replyClose()
     } else if (this.items[this.items.length - 1] !== END) {
       this.items.push(END)
     }
@@ -198,6 +199,7 @@ export class WsConnection<Data> implements WebSocket<Data> {
   onClose(): void {
     if (this.transportClosed) return
     this.transportClosed = true
+    this.dropHeld()
     const core = this.core
     if (!core.eofReceived) core.receiveEof()
     if (this.items[this.items.length - 1] !== END) this.items.push(END)
@@ -288,7 +290,7 @@ export class WsConnection<Data> implements WebSocket<Data> {
   /** The consumer handled everything before the Close: send the owed Close reply now. */
   private reachEnd(): Effect.Effect<never, Option.Option<ProtocolError>> {
     if (this.core.closeOwed) {
-      this.core.sendOwedClose()
+      this.replyClose()
       this.flush()
     }
     const failure = this.core.failure
@@ -381,7 +383,7 @@ export class WsConnection<Data> implements WebSocket<Data> {
       }
       for (const m of pending) cb(m)
       if (this.core.closeOwed) {
-        this.core.sendOwedClose()
+        this.replyClose()
         this.flush()
       }
       return this.awaitEnd()
@@ -406,11 +408,112 @@ export class WsConnection<Data> implements WebSocket<Data> {
   sendNow(data: Message, options?: SendOptions): boolean {
     if (this.transportClosed) return false
     const compress = options?.compress ?? true
-    const err = typeof data === "string" ? this.core.sendText(data, compress) : this.core.sendBinary(data, compress)
+    if (this.held !== undefined) return this.hold(data, compress)
+    const core = this.core
+    if (
+      compress && core.compressing &&
+      (typeof data === "string" ? data.length : data.byteLength) >= this.options.offloadFrom
+    ) {
+      const bytes = typeof data === "string" ? Buffer.from(data, "utf8") : data
+      if (core.compressLater(bytes, true, (payload) => this.offloaded(typeof data === "string", payload, bytes))) {
+        this.held = []
+        this.heldBytes += bytes.byteLength
+        return true
+      }
+    }
+    const err = typeof data === "string" ? core.sendText(data, compress) : core.sendBinary(data, compress)
     if (err !== undefined) return false
     this.messagesOut++
     this.scheduleFlush()
     return true
+  }
+
+  // A message compressed off the event loop holds back everything this connection sends after
+  // it (messages, prebuilt frames, our Close and the owed Close) until it is queued; pings and
+  // pongs may go first (control frames may precede a message not yet started).
+  private held: Array<Held> | undefined = undefined
+  /** Bytes of the messages held back and of the one being compressed (for backpressure). */
+  private heldBytes = 0
+  /** A Close is among the held items: no message may be sent after it. */
+  private closeHeld = false
+
+  private hold(data: Message, compress: boolean): boolean {
+    if (this.closeHeld || this.core.state !== "OPEN") return false
+    this.held!.push({ kind: "message", data, compress })
+    this.heldBytes += typeof data === "string" ? data.length : data.byteLength
+    return true
+  }
+
+  private offloaded(text: boolean, payload: Buffer, input: Uint8Array): void {
+    const held = this.held
+    // dropped meanwhile: the connection failed or its transport closed
+    if (held === undefined) return
+    this.held = undefined
+    this.heldBytes -= input.byteLength
+    if (this.core.sendCompressed(text, payload) === undefined) this.messagesOut++
+    for (let i = 0; i < held.length; i++) {
+      const item = held[i]!
+      const again = this.held as Array<Held> | undefined
+      if (again !== undefined) {
+        again.push(item) // another large message is being compressed: the rest waits behind it
+        continue
+      }
+      switch (item.kind) {
+        case "message":
+          this.heldBytes -= typeof item.data === "string" ? item.data.length : item.data.byteLength
+          this.sendNow(item.data, { compress: item.compress })
+          break
+        case "frame":
+          this.heldBytes -= item.frame.byteLength
+          this.writePrebuilt(item.frame)
+          break
+        case "close":
+          this.closeHeld = false
+          this.startClose(item.code, item.reason)
+          break
+        case "owed":
+          this.replyClose()
+          break
+      }
+    }
+    this.flush()
+    if (this.drainWaiters !== undefined && this.bufferedBytes() <= this.options.highWaterMark) this.onDrain()
+  }
+
+  /** Drops what is held (the connection failed or closed): nothing more will be written. */
+  private dropHeld(): void {
+    this.held = undefined
+    this.heldBytes = 0
+    this.closeHeld = false
+  }
+
+  /** Sends the Close owed to the peer, after whatever is held. */
+  private replyClose(): void {
+    const held = this.held
+    if (held === undefined) this.core.sendOwedClose()
+    else if (!held.some((h) => h.kind === "owed")) held.push({ kind: "owed" })
+  }
+
+  /**
+   * Writes a complete data frame built elsewhere (broadcast), after everything queued before
+   * it; dropped once our Close is queued (nothing may follow it).
+   */
+  writePrebuilt(frame: Uint8Array): void {
+    if (this.transportClosed || this.closeHeld || this.core.state !== "OPEN") return
+    const held = this.held
+    if (held !== undefined) {
+      held.push({ kind: "frame", frame })
+      this.heldBytes += frame.byteLength
+      return
+    }
+    this.flush()
+    this.socket.write(frame)
+    this.lastActivity = Date.now()
+  }
+
+  /** Bytes waiting: held back, queued in the core, and in the socket's buffer. */
+  bufferedBytes(): number {
+    return this.heldBytes + this.core.bufferedAmount + this.socket.writableLength
   }
 
   sendEffect(data: Message, options?: SendOptions): Effect.Effect<void, WebSocketClosedError> {
@@ -421,9 +524,11 @@ export class WsConnection<Data> implements WebSocket<Data> {
   }
 
   private backpressure(): Effect.Effect<void> {
-    if (this.core.bufferedAmount + this.socket.writableLength <= this.options.highWaterMark) return Effect.void
+    if (this.bufferedBytes() <= this.options.highWaterMark) return Effect.void
     this.flush()
-    if (this.socket.writableLength <= this.options.highWaterMark || this.transportClosed) return Effect.void
+    if (this.heldBytes + this.socket.writableLength <= this.options.highWaterMark || this.transportClosed) {
+      return Effect.void
+    }
     Metrics.backpressureEvents.unsafeUpdate(1, NO_TAGS)
     return Effect.async<void>((resume) => {
       const w = () => resume(Effect.void)
@@ -438,7 +543,7 @@ export class WsConnection<Data> implements WebSocket<Data> {
 
   onDrain(): void {
     const ws = this.drainWaiters
-    if (ws === undefined) return
+    if (ws === undefined || this.heldBytes > this.options.highWaterMark && !this.transportClosed) return
     this.drainWaiters = undefined
     for (const w of ws) w()
   }
@@ -485,6 +590,7 @@ export class WsConnection<Data> implements WebSocket<Data> {
     if (this.transportClosed) return
     this.localFailure = true
     if (this.closeInitiator === undefined) this.closeInitiator = "local"
+    this.dropHeld()
     this.core.fail(error)
     this.core.sendOwedClose()
     this.flush()
@@ -496,6 +602,16 @@ export class WsConnection<Data> implements WebSocket<Data> {
     if (this.transportClosed) return undefined
     const core = this.core
     if (core.state !== "OPEN" && !core.closeOwed) return undefined
+    const held = this.held
+    if (held !== undefined) {
+      if (this.closeHeld) return undefined
+      const err = checkClose(code, reason)
+      if (err !== undefined) return err
+      if (this.closeInitiator === undefined) this.closeInitiator = "local"
+      this.closeHeld = true
+      held.push({ kind: "close", code, reason })
+      return undefined
+    }
     if (this.closeInitiator === undefined) this.closeInitiator = "local"
     const err = core.sendClose(code, reason)
     if (err !== undefined) return err
@@ -507,6 +623,7 @@ export class WsConnection<Data> implements WebSocket<Data> {
   /** Sends an owed Close (if any) and destroys the socket: the close timeout expired. */
   destroy(): void {
     if (this.transportClosed) return
+    this.dropHeld()
     this.core.sendOwedClose()
     this.flush()
     this.socket.destroy()
@@ -588,6 +705,21 @@ export class WsConnection<Data> implements WebSocket<Data> {
 }
 
 export { InvalidSendError }
+
+/** What a connection holds back while a large message is compressed off the event loop. */
+type Held =
+  | { readonly kind: "message"; readonly data: Message; readonly compress: boolean }
+  | { readonly kind: "frame"; readonly frame: Uint8Array }
+  | { readonly kind: "close"; readonly code: number; readonly reason: string }
+  | { readonly kind: "owed" }
+
+/** The checks `Connection.sendClose` makes, for a Close that is held back. */
+const checkClose = (code: number, reason: string): InvalidSendError | undefined =>
+  !isValidCloseCode(code)
+    ? new InvalidSendError({ reason: `close code ${code} may not be sent` })
+    : Buffer.byteLength(reason, "utf8") > 123
+    ? new InvalidSendError({ reason: "close reason over 123 bytes" })
+    : undefined
 
 const CONNECTION: unique symbol = Symbol("effect-websocket/connection")
 interface SocketWithConnection extends Socket {

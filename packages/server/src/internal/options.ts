@@ -1,4 +1,5 @@
-import type { PerMessageDeflateOptions } from "@effect-websocket/protocol/PerMessageDeflate"
+import type { PerMessageDeflateOptions, ResolvedPerMessageDeflateOptions } from "@effect-websocket/protocol/PerMessageDeflate"
+import { resolveOptions } from "@effect-websocket/protocol/PerMessageDeflate"
 
 /** Limits and timeouts of a server; see the defaults table in the package README. */
 export interface Limits {
@@ -44,7 +45,10 @@ export interface Resolved {
   readonly highWaterMark: number
   readonly maxBufferedBytes: number
   readonly inboxHighWaterMark: number
-  readonly perMessageDeflate: PerMessageDeflateOptions | undefined
+  /** Checked (a bad value throws a RangeError when the server is made) and with defaults. */
+  readonly perMessageDeflate: ResolvedPerMessageDeflateOptions | undefined
+  /** Messages at least this long may be compressed off the event loop (Infinity: never). */
+  readonly offloadFrom: number
 }
 
 export const defaults = {
@@ -66,6 +70,11 @@ export const resolve = (
   o: Limits & { readonly perMessageDeflate?: boolean | PerMessageDeflateOptions | undefined }
 ): Resolved => {
   const maxMessageSize = o.maxMessageSize ?? defaults.maxMessageSize
+  const pmd = o.perMessageDeflate === true
+    ? resolveOptions({})
+    : o.perMessageDeflate === false || o.perMessageDeflate === undefined
+    ? undefined
+    : resolveOptions(o.perMessageDeflate)
   return {
     maxMessageSize,
     maxFrameSize: o.maxFrameSize ?? maxMessageSize,
@@ -80,10 +89,8 @@ export const resolve = (
     highWaterMark: o.highWaterMark ?? defaults.highWaterMark,
     maxBufferedBytes: o.maxBufferedBytes ?? defaults.maxBufferedBytes,
     inboxHighWaterMark: o.inboxHighWaterMark ?? defaults.inboxHighWaterMark,
-    perMessageDeflate: o.perMessageDeflate === true
-      ? {}
-      : o.perMessageDeflate === false || o.perMessageDeflate === undefined
-      ? undefined
-      : o.perMessageDeflate
+    perMessageDeflate: pmd !== undefined && pmd.enabled ? pmd : undefined,
+    // a pre-check on the send path: UTF-16 length of a string <= its UTF-8 length
+    offloadFrom: pmd !== undefined && pmd.enabled ? Math.max(pmd.offloadThreshold, pmd.threshold) : Infinity
   }
 }
