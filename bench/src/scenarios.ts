@@ -78,6 +78,48 @@ export const scenarios: ReadonlyArray<Scenario> = [
   },
   {
     ...base,
+    name: "deflate-256",
+    title: "16 conns × 256 B JSON, permessage-deflate, 4 in flight",
+    description:
+      "As deflate with 256 B messages (below every server's 1 KiB compression threshold: inflate only, replies go out uncompressed).",
+    mode: "window",
+    conns: 16,
+    window: 4,
+    payload: "json",
+    size: 256,
+    deflate: true,
+    unit: "msg"
+  },
+  {
+    ...base,
+    name: "deflate-4k",
+    title: "16 conns × 4 KiB JSON, permessage-deflate, 4 in flight",
+    description:
+      "As deflate with 4 KiB messages.",
+    mode: "window",
+    conns: 16,
+    window: 4,
+    payload: "json",
+    size: 4 * 1024,
+    deflate: true,
+    unit: "msg"
+  },
+  {
+    ...base,
+    name: "deflate-64k",
+    title: "16 conns × 64 KiB JSON, permessage-deflate, 4 in flight",
+    description:
+      "As deflate with 64 KiB messages.",
+    mode: "window",
+    conns: 16,
+    window: 4,
+    payload: "json",
+    size: 64 * 1024,
+    deflate: true,
+    unit: "msg"
+  },
+  {
+    ...base,
     name: "latency",
     title: "32 conns × 32 B text at 20,000 msg/s total",
     description: "Open-loop fixed rate: round-trip latency when the server is not saturated.",
