@@ -25,6 +25,10 @@ export interface RequestInfo {
   readonly url: string
   /** Header fields by lowercase name. */
   readonly headers: Readonly<Record<string, string>>
+  /**
+   * The peer's address and port, read from the socket on first use (as Node does): read
+   * them while the connection is open; after the socket closed they may be undefined.
+   */
   readonly remoteAddress: string | undefined
   readonly remotePort: number | undefined
 }

@@ -106,6 +106,50 @@ describe("echo over a real socket with the ws client", () => {
       assert.ok(ended._tag === "Ended" && ended.endTime >= ended.startTime)
     }))
 
+  it.scopedLive("connectionSpan: false runs the handler without a span", () =>
+    Effect.gen(function*() {
+      const seen = yield* Deferred.make<Option.Option<string>>()
+      const server = yield* WebSocketServer.make({
+        connectionSpan: false,
+        handler: (ws) =>
+          Effect.zipRight(
+            Effect.flatMap(Effect.option(Effect.currentSpan), (s) => Deferred.succeed(seen, Option.map(s, (x) => x.name))),
+            ws.run(() => {})
+          )
+      })
+      yield* connect(server.url)
+      assert.deepStrictEqual(yield* Deferred.await(seen), Option.none())
+    }))
+
+  it.scopedLive("the request carries the URL, the headers and the peer's address", () =>
+    Effect.gen(function*() {
+      const seen = yield* Deferred.make<{ address: unknown; port: unknown; json: string; hook: unknown }>()
+      const server = yield* WebSocketServer.make({
+        onUpgrade: (info) => Effect.succeed({ data: `${info.remoteAddress}:${info.remotePort}` }),
+        handler: (ws) =>
+          Effect.zipRight(
+            Deferred.succeed(seen, {
+              address: ws.request.remoteAddress,
+              port: ws.request.remotePort,
+              json: JSON.stringify(ws.request),
+              hook: ws.data
+            }),
+            ws.run(() => {})
+          )
+      })
+      const client = yield* connect(server.url + "/r?q=1", { headers: { "X-Test": "yes" } })
+      const local = (client as unknown as { _socket: { localPort: number } })._socket.localPort
+      const got = yield* Deferred.await(seen)
+      assert.deepStrictEqual([got.address, got.port, got.hook], ["127.0.0.1", local, `127.0.0.1:${local}`])
+      const json = JSON.parse(got.json)
+      assert.deepStrictEqual([json.url, json.headers["x-test"], json.remoteAddress, json.remotePort], [
+        "/r?q=1",
+        "yes",
+        "127.0.0.1",
+        local
+      ])
+    }))
+
   it.scopedLive("counts messages and bytes in Effect metrics", () =>
     Effect.gen(function*() {
       const before = (yield* Metric.value(Metrics.messagesSent)).count

@@ -134,7 +134,8 @@ export class Connection implements FrameSink {
   private frameOpcode = 0
   private frameFin = false
   private frameLength = 0
-  private readonly control = Buffer.allocUnsafe(125)
+  /** A control frame's payload (made on the first control frame). */
+  private control: Buffer | undefined = undefined
   private controlLength = 0
 
   // current message
@@ -269,6 +270,7 @@ export class Connection implements FrameSink {
     this.frameLength = h.length
     if (op >= 0x8) {
       this.controlLength = 0
+      this.control ??= Buffer.allocUnsafe(125)
       return undefined
     }
     if (op === Opcode.Continuation) {
@@ -296,7 +298,7 @@ export class Connection implements FrameSink {
   /** @internal FrameSink */
   onFramePayload(buf: Buffer, start: number, end: number): ProtocolError | undefined {
     if (this.frameOpcode >= 0x8) {
-      buf.copy(this.control, this.controlLength, start, end)
+      buf.copy(this.control!, this.controlLength, start, end)
       this.controlLength += end - start
       return undefined
     }
@@ -381,14 +383,15 @@ export class Connection implements FrameSink {
 
   private onControl(op: number): ProtocolError | undefined {
     const len = this.controlLength
+    const control = this.control!
     if (op === Opcode.Ping) {
-      const data = Buffer.from(this.control.subarray(0, len))
+      const data = Buffer.from(control.subarray(0, len))
       if (this._state === ConnectionState.Open) this.writeFrame(Opcode.Pong, false, data)
       this.events.push({ _tag: "Ping", data })
       return undefined
     }
     if (op === Opcode.Pong) {
-      this.events.push({ _tag: "Pong", data: Buffer.from(this.control.subarray(0, len)) })
+      this.events.push({ _tag: "Pong", data: Buffer.from(control.subarray(0, len)) })
       return undefined
     }
     // Close (RFC 6455 §5.5.1, §7.1.5, §7.4)
@@ -396,9 +399,9 @@ export class Connection implements FrameSink {
     let reason = ""
     if (len === 1) return new ProtocolViolationError({ reason: "close frame with a 1-byte payload" })
     if (len >= 2) {
-      code = this.control.readUInt16BE(0)
+      code = control.readUInt16BE(0)
       if (!isValidCloseCode(code)) return new ProtocolViolationError({ reason: `invalid close code ${code}` })
-      const bytes = this.control.subarray(2, len)
+      const bytes = control.subarray(2, len)
       if (!isUtf8(bytes)) return new InvalidPayloadError({ reason: "close reason is not UTF-8" })
       reason = bytes.toString("utf8")
     }

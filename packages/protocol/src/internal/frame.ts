@@ -67,10 +67,12 @@ const headerSize = (b1: number): number => {
  */
 export class FrameDecoder {
   private state = HEADER
-  private readonly spill = Buffer.allocUnsafe(14)
+  /** Made when a header is first cut by a chunk boundary. */
+  private spill: Buffer | undefined = undefined
   private spilled = 0
   private remaining = 0
-  private readonly maskKey = new Uint8Array(4)
+  // a slice of Node's shared pool: no ArrayBuffer of its own per connection
+  private readonly maskKey: Uint8Array = Buffer.allocUnsafe(4)
   private maskPos = 0
   private readonly header: FrameHeader = { fin: false, rsv1: false, opcode: 0, masked: false, length: 0 }
   private readonly expectMasked: boolean
@@ -124,11 +126,12 @@ export class FrameDecoder {
           }
         }
         // The header is cut by the end of this chunk: gather it in the spill area.
+        const spill = this.spill ??= Buffer.allocUnsafe(14)
         while (pos < end) {
-          this.spill[this.spilled++] = data[pos++]!
-          if (this.spilled >= 2 && this.spilled === headerSize(this.spill[1]!)) {
+          spill[this.spilled++] = data[pos++]!
+          if (this.spilled >= 2 && this.spilled === headerSize(spill[1]!)) {
             this.spilled = 0
-            const err = this.decodeHeader(this.spill, 0)
+            const err = this.decodeHeader(spill, 0)
             if (err !== undefined) return this.halt(err)
             break
           }
