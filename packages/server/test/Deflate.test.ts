@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Stream } from "effect"
+import { Deferred, Effect, Fiber, Stream } from "effect"
 import * as net from "node:net"
 import * as zlib from "node:zlib"
 import type { WebSocket as Ws } from "../src/WebSocket.js"
@@ -161,6 +161,35 @@ describe("large messages compressed off the event loop (offloadThreshold)", () =
       const closed = yield* rec.waitClose
       assert.strictEqual(closed.code, 4002)
       assert.deepStrictEqual(rec.messages.map((m) => m.data), [payload])
+    }))
+
+  it.scopedLive("a message being compressed counts as buffered: send suspends above the high-water mark", () =>
+    Effect.gen(function*() {
+      const payload = big(300 * 1024, 6)
+      const seen = yield* Deferred.make<{ right: number; suspended: boolean }>()
+      const server = yield* WebSocketServer.make({
+        perMessageDeflate: pmd,
+        highWaterMark: 64 * 1024,
+        handler: (ws) =>
+          Effect.gen(function*() {
+            ws.unsafeSend(payload)
+            const right = yield* ws.bufferedAmount
+            // the send after it waits for the compressed message to be queued and drained
+            const second = yield* Effect.fork(ws.send("after"))
+            yield* Effect.yieldNow() // the fork runs its first steps (a send that need not wait ends there)
+            const suspended = (yield* Fiber.poll(second))._tag === "None"
+            yield* Deferred.succeed(seen, { right, suspended })
+            yield* Fiber.join(second)
+            yield* ws.run(() => {})
+          })
+      })
+      const client = yield* connect(server.url, { perMessageDeflate: {} })
+      const rec = recorder(client)
+      const { right, suspended } = yield* Deferred.await(seen)
+      assert.isAtLeast(right, payload.length)
+      assert.isTrue(suspended)
+      yield* rec.waitMessages(2)
+      assert.deepStrictEqual(rec.messages.map((m) => m.data), [payload, "after"])
     }))
 
   it.scopedLive("connections share one process-wide queue with the configured limit", () =>

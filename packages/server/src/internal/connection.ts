@@ -329,7 +329,7 @@ export class WsConnection<Data> implements WebSocket<Data> {
     return Deferred.await(this.closedDeferred)
   }
   get bufferedAmount(): Effect.Effect<number> {
-    return Effect.sync(() => this.core.bufferedAmount + this.socket.writableLength)
+    return Effect.sync(() => this.bufferedBytes())
   }
 
   runWith<_, E, R>(
