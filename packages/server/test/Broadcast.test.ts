@@ -413,3 +413,31 @@ describe("Broadcast.TopicsBackend: publishes across registries", () => {
       yield* recorder(a).waitMessages(3)
     }))
 })
+
+describe("Broadcast.Topics: with compression off the event loop", () => {
+  it.scopedLive("a published frame waits behind a message the connection is still compressing", () =>
+    Effect.gen(function*() {
+      const topics = yield* Broadcast.make().pipe(Effect.provide(Broadcast.backendLocal))
+      const payload = JSON.stringify(Array.from({ length: 3000 }, (_, i) => ({ id: i, name: `user-${i % 97}` })))
+      const server = yield* WebSocketServer.make({
+        perMessageDeflate: { threshold: 0, offloadThreshold: 32 * 1024 },
+        handler: (ws) =>
+          Effect.zipRight(
+            topics.subscribe("t", ws),
+            ws.run((m) =>
+              m === "go"
+                ? Effect.zipRight(Effect.sync(() => ws.unsafeSend(payload)), topics.publish("t", "after"))
+                : undefined
+            )
+          )
+      })
+      // server_no_context_takeover: the topic's frame is compressed once and written as it is
+      const client = yield* connect(server.url, { perMessageDeflate: { serverNoContextTakeover: true } })
+      const rec = recorder(client)
+      yield* pollUntil(topics.subscriberCount("t"), (n) => n === 1, 5_000)
+      client.send("go")
+      yield* rec.waitMessages(2)
+      assert.isAbove(payload.length, 32 * 1024)
+      assert.deepStrictEqual(rec.messages.map((m) => m.data), [payload, "after"])
+    }))
+})
