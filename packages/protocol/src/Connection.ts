@@ -6,6 +6,8 @@
  * @since 0.1.0
  */
 export {
+  /** @since 0.1.0 @category validation */
+  checkClose,
   /** @since 0.1.0 @category constructors */
   Connection,
   /** @since 0.1.0 @category models */

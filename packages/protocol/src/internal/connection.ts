@@ -69,6 +69,17 @@ export interface ConnectionOptions {
 export const ConnectionState = { Open: "OPEN", Closing: "CLOSING", Closed: "CLOSED" } as const
 export type ConnectionState = (typeof ConnectionState)[keyof typeof ConnectionState]
 
+/**
+ * Why a Close with this code and reason may not be sent (the code must be one an endpoint may
+ * send, the reason at most 123 bytes of UTF-8), or undefined when it may.
+ */
+export const checkClose = (code: number, reason: string): InvalidSendError | undefined =>
+  !isValidCloseCode(code)
+    ? new InvalidSendError({ reason: `close code ${code} may not be sent` })
+    : Buffer.byteLength(reason, "utf8") > MAX_CLOSE_REASON
+    ? new InvalidSendError({ reason: "close reason over 123 bytes" })
+    : undefined
+
 /** Close codes an endpoint may receive (RFC 6455 §7.4, IANA registry 1012-1014, 3000-4999). */
 export const isValidCloseCode = (code: number): boolean =>
   (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) || (code >= 3000 && code <= 4999)
@@ -478,27 +489,28 @@ export class Connection implements FrameSink {
     return undefined
   }
 
-  /** Whether messages may be compressed (permessage-deflate agreed). */
-  get compressing(): boolean {
-    return this.compression !== undefined
+  /**
+   * Whether this message is compressed off the event loop (`compressLater`) rather than by
+   * `sendText` / `sendBinary`: compression agreed and wanted, and the hook offloads its size
+   * (permessage-deflate's `offloadThreshold`; text is judged by its UTF-16 length, which is
+   * at most its UTF-8 size).
+   */
+  offloads(data: string | Uint8Array, compress: boolean): boolean {
+    const c = this.compression
+    return compress && c !== undefined && c.compressOffloaded !== undefined && c.shouldOffload !== undefined &&
+      this._state === ConnectionState.Open && c.shouldOffload(data.length)
   }
 
   /**
-   * Starts compressing a large message off the event loop when the compression hook does
-   * that for its size (permessage-deflate's `offloadThreshold`); returns false when the
-   * message should go through `sendText` / `sendBinary` instead (no compression agreed,
-   * `compress` false, or too small). `done` gets the compressed payload; queue it with
-   * `sendCompressed`. Until then the caller must hold back every later message, and the
-   * Close, of this connection: they would overtake it.
+   * Starts compressing a message for which `offloads` said yes, and returns the bytes given to
+   * the compressor. `done` gets the compressed payload; queue it with `sendCompressed`. Until
+   * then the caller must hold back every later message, and the Close, of this connection:
+   * they would overtake it.
    */
-  compressLater(data: Uint8Array, compress: boolean, done: (payload: Buffer) => void): boolean {
-    const c = this.compression
-    if (
-      !compress || c === undefined || c.compressOffloaded === undefined || this._state !== ConnectionState.Open ||
-      !c.shouldOffload!(data.length)
-    ) return false
-    c.compressOffloaded(data, done)
-    return true
+  compressLater(data: string | Uint8Array, done: (payload: Buffer) => void): Uint8Array {
+    const input = typeof data === "string" ? Buffer.from(data, "utf8") : data
+    this.compression!.compressOffloaded!(input, done)
+    return input
   }
 
   /** Queues a message compressed by `compressLater` (a frame with RSV1). */
@@ -535,10 +547,8 @@ export class Connection implements FrameSink {
       return undefined
     }
     if (this._state !== ConnectionState.Open) return this.notOpen()
-    if (!isValidCloseCode(code)) return new InvalidSendError({ reason: `close code ${code} may not be sent` })
-    if (Buffer.byteLength(reason, "utf8") > MAX_CLOSE_REASON) {
-      return new InvalidSendError({ reason: "close reason over 123 bytes" })
-    }
+    const invalid = checkClose(code, reason)
+    if (invalid !== undefined) return invalid
     this.queueClose(code, reason)
     this._state = ConnectionState.Closing
     return undefined

@@ -1,5 +1,5 @@
 import type { Connection } from "@effect-websocket/protocol/Connection"
-import { isValidCloseCode } from "@effect-websocket/protocol/Connection"
+import { checkClose } from "@effect-websocket/protocol/Connection"
 import type { ProtocolError } from "@effect-websocket/protocol/Errors"
 import { Cause, Chunk, Deferred, Effect, Exit, FiberId, Option, Stream } from "effect"
 import type { Fiber, Tracer } from "effect"
@@ -410,16 +410,12 @@ export class WsConnection<Data> implements WebSocket<Data> {
     const compress = options?.compress ?? true
     if (this.held !== undefined) return this.hold(data, compress)
     const core = this.core
-    if (
-      compress && core.compressing &&
-      (typeof data === "string" ? data.length : data.byteLength) >= this.options.offloadFrom
-    ) {
-      const bytes = typeof data === "string" ? Buffer.from(data, "utf8") : data
-      if (core.compressLater(bytes, true, (payload) => this.offloaded(typeof data === "string", payload, bytes))) {
-        this.held = []
-        this.heldBytes += bytes.byteLength
-        return true
-      }
+    if (core.offloads(data, compress)) {
+      const text = typeof data === "string"
+      const input = core.compressLater(data, (payload) => this.offloaded(text, payload, input.byteLength))
+      this.held = []
+      this.heldBytes += input.byteLength
+      return true
     }
     const err = typeof data === "string" ? core.sendText(data, compress) : core.sendBinary(data, compress)
     if (err !== undefined) return false
@@ -444,12 +440,12 @@ export class WsConnection<Data> implements WebSocket<Data> {
     return true
   }
 
-  private offloaded(text: boolean, payload: Buffer, input: Uint8Array): void {
+  private offloaded(text: boolean, payload: Buffer, inputBytes: number): void {
     const held = this.held
     // dropped meanwhile: the connection failed or its transport closed
     if (held === undefined) return
     this.held = undefined
-    this.heldBytes -= input.byteLength
+    this.heldBytes -= inputBytes
     if (this.core.sendCompressed(text, payload) === undefined) this.messagesOut++
     for (let i = 0; i < held.length; i++) {
       const item = held[i]!
@@ -712,14 +708,6 @@ type Held =
   | { readonly kind: "frame"; readonly frame: Uint8Array }
   | { readonly kind: "close"; readonly code: number; readonly reason: string }
   | { readonly kind: "owed" }
-
-/** The checks `Connection.sendClose` makes, for a Close that is held back. */
-const checkClose = (code: number, reason: string): InvalidSendError | undefined =>
-  !isValidCloseCode(code)
-    ? new InvalidSendError({ reason: `close code ${code} may not be sent` })
-    : Buffer.byteLength(reason, "utf8") > 123
-    ? new InvalidSendError({ reason: "close reason over 123 bytes" })
-    : undefined
 
 const CONNECTION: unique symbol = Symbol("effect-websocket/connection")
 interface SocketWithConnection extends Socket {

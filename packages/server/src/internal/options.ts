@@ -47,8 +47,6 @@ export interface Resolved {
   readonly inboxHighWaterMark: number
   /** Checked (a bad value throws a RangeError when the server is made) and with defaults. */
   readonly perMessageDeflate: ResolvedPerMessageDeflateOptions | undefined
-  /** Messages at least this long may be compressed off the event loop (Infinity: never). */
-  readonly offloadFrom: number
 }
 
 export const defaults = {
@@ -89,8 +87,6 @@ export const resolve = (
     highWaterMark: o.highWaterMark ?? defaults.highWaterMark,
     maxBufferedBytes: o.maxBufferedBytes ?? defaults.maxBufferedBytes,
     inboxHighWaterMark: o.inboxHighWaterMark ?? defaults.inboxHighWaterMark,
-    perMessageDeflate: pmd !== undefined && pmd.enabled ? pmd : undefined,
-    // a pre-check on the send path: UTF-16 length of a string <= its UTF-8 length
-    offloadFrom: pmd !== undefined && pmd.enabled ? Math.max(pmd.offloadThreshold, pmd.threshold) : Infinity
+    perMessageDeflate: pmd !== undefined && pmd.enabled ? pmd : undefined
   }
 }
