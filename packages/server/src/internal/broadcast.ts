@@ -1,7 +1,6 @@
-import { HandshakeError, PolicyViolationError } from "@effect-websocket/protocol/Errors"
-import { parseExtensions } from "@effect-websocket/protocol/Extensions"
+import { PolicyViolationError } from "@effect-websocket/protocol/Errors"
 import { headerLength, Opcode, writeHeader } from "@effect-websocket/protocol/Frame"
-import { PerMessageDeflate, resolveOptions } from "@effect-websocket/protocol/PerMessageDeflate"
+import { PerMessageDeflate } from "@effect-websocket/protocol/PerMessageDeflate"
 import { Metric, MetricBoundaries } from "effect"
 import * as Metrics from "../Metrics.js"
 import type { Message, WebSocket } from "../WebSocket.js"
@@ -67,26 +66,14 @@ export type Delivery =
 
 const PLAIN: Delivery = { _tag: "Plain" }
 
-/** Reads the delivery class from the agreed `Sec-WebSocket-Extensions` and the server's options. */
+/** The delivery class of a connection, from the permessage-deflate parameters it agreed. */
 export const deliveryOf = (conn: WsConnection<unknown>): Delivery => {
-  const pmd = conn.options.perMessageDeflate
-  const ext = conn.extensions
-  if (pmd === undefined || ext === undefined) return PLAIN
-  const o = resolveOptions(pmd)
-  const offers = parseExtensions(ext)
-  // Our own response always parses; should it not, the connection's own path is always right.
-  if (offers instanceof HandshakeError) return { _tag: "Own", threshold: o.threshold }
-  const agreed = offers.find((offer) => offer.name === "permessage-deflate")
-  if (agreed === undefined) return PLAIN
-  let noContextTakeover = false
-  let windowBits = o.serverMaxWindowBits
-  for (const p of agreed.params) {
-    if (p.name === "server_no_context_takeover") noContextTakeover = true
-    else if (p.name === "server_max_window_bits" && p.value !== undefined) windowBits = Number(p.value)
-  }
-  if (!noContextTakeover) return { _tag: "Own", threshold: o.threshold }
+  const o = conn.options.perMessageDeflate
+  const agreed = conn.deflate
+  if (o === undefined || agreed === undefined) return PLAIN
+  if (!agreed.serverNoContextTakeover) return { _tag: "Own", threshold: o.threshold }
   // PerMessageDeflate raises 8 to 9 the same way (see `negotiate`).
-  windowBits = Math.max(9, windowBits)
+  const windowBits = Math.max(9, agreed.serverMaxWindowBits)
   return {
     _tag: "Shared",
     key: `${windowBits}/${o.level}/${o.memLevel}`,

@@ -1,5 +1,6 @@
 import type { Connection } from "@effect-websocket/protocol/Connection"
 import { checkClose } from "@effect-websocket/protocol/Connection"
+import type { PerMessageDeflateParams } from "@effect-websocket/protocol/PerMessageDeflate"
 import type { ProtocolError } from "@effect-websocket/protocol/Errors"
 import { Cause, Chunk, Deferred, Effect, Exit, FiberId, Option, Stream } from "effect"
 import type { Fiber, Tracer } from "effect"
@@ -87,6 +88,8 @@ export class WsConnection<Data> implements WebSocket<Data> {
     readonly request: RequestInfo,
     readonly protocol: string | undefined,
     readonly extensions: string | undefined,
+    /** The permessage-deflate parameters agreed, if any (what `extensions` says, parsed). */
+    readonly deflate: PerMessageDeflateParams | undefined,
     readonly data: Data
   ) {
     // One set of listener functions for every connection; they find theirs on the socket.

@@ -248,7 +248,16 @@ export class Engine<Data, E, R, E2, R2> {
     })
     const requestInfo = new ConnectionRequest(request.url, request.headers, socket)
     socket.write(acceptResponse({ key: request.key, protocol, extensions, headers: accept.headers }))
-    const ws = new WsConnection<Data>(socket, core, this.options, requestInfo, protocol, extensions, accept.data)
+    const ws = new WsConnection<Data>(
+      socket,
+      core,
+      this.options,
+      requestInfo,
+      protocol,
+      extensions,
+      compression?.params,
+      accept.data
+    )
     this.startConnection(ws, rest, runFork)
     return ws
   }
