@@ -369,38 +369,20 @@ const evaluateAgent = (
  * @category judging
  */
 export const evaluate = (index: ReportIndex, options: GateOptions): GateReport => {
+  const head = reportHead(options)
   const suite = options.suite ?? Cases.suite
-  const selection = options.selection ?? Cases.wholeSuite
-  const expected = Cases.expectedCases(selection, suite.cases)
   const agents = Object.keys(index).sort().map((agent) =>
-    evaluateAgent(agent, index[agent]!, expected, selection, suite, options.transport)
+    evaluateAgent(agent, index[agent]!, head.expected, head.selection, suite, options.transport)
   )
   const errors = [
     ...(agents.length === 0 ? ["the report names no agent (no case ran)"] : []),
-    ...(expected.length === 0 ? ["the selection names no case of the suite"] : [])
+    ...(head.expected.length === 0 ? ["the selection names no case of the suite"] : [])
   ]
-  return {
-    label: options.label,
-    transport: options.transport,
-    suite: suite.name,
-    suiteSize: suite.cases.length,
-    informational: [...suite.informational].sort(Cases.compareCaseIds),
-    selection,
-    expected,
-    notes: options.notes ?? [],
-    agents,
-    errors,
-    passed: errors.length === 0 && agents.every((a) => a.passed)
-  }
+  return { ...head, agents, errors, passed: errors.length === 0 && agents.every((a) => a.passed) }
 }
 
-/**
- * A report that could not be read at all: it fails the gate with that reason.
- *
- * @since 0.1.0
- * @category judging
- */
-export const unreadable = (error: ReportError, options: GateOptions): GateReport => {
+/** What every gate report says about its run, whatever the verdict. */
+const reportHead = (options: GateOptions) => {
   const suite = options.suite ?? Cases.suite
   const selection = options.selection ?? Cases.wholeSuite
   return {
@@ -411,12 +393,22 @@ export const unreadable = (error: ReportError, options: GateOptions): GateReport
     informational: [...suite.informational].sort(Cases.compareCaseIds),
     selection,
     expected: Cases.expectedCases(selection, suite.cases),
-    notes: options.notes ?? [],
-    agents: [],
-    errors: [error.message],
-    passed: false
+    notes: options.notes ?? []
   }
 }
+
+/**
+ * A report that could not be read at all: it fails the gate with that reason.
+ *
+ * @since 0.1.0
+ * @category judging
+ */
+export const unreadable = (error: ReportError, options: GateOptions): GateReport => ({
+  ...reportHead(options),
+  agents: [],
+  errors: [error.message],
+  passed: false
+})
 
 // -----------------------------------------------------------------------------
 // rendering
