@@ -409,6 +409,45 @@ describe("properties", () => {
   )
 
   it.prop(
+    "messages of tens of KiB split across reads and frames arrive whole (unmasked while copied)",
+    [
+      FastCheck.array(
+        FastCheck.oneof(
+          FastCheck.record({ kind: FastCheck.constant("binary" as const), bytes: FastCheck.uint8Array({ minLength: 300, maxLength: 40_000 }) }),
+          FastCheck.record({
+            kind: FastCheck.constant("text" as const),
+            text: FastCheck.string({ unit: "grapheme", minLength: 100, maxLength: 6_000 })
+          })
+        ),
+        { minLength: 1, maxLength: 3 }
+      ),
+      FastCheck.constantFrom(0, 700, 17_000),
+      FastCheck.array(FastCheck.nat(130_000), { maxLength: 10 })
+    ],
+    ([msgs, fragment, cuts]) => {
+      const bytes = encodeMessages(msgs, fragment)
+      const split = run(splitAt(bytes, cuts))
+      assert.strictEqual(split.connection.failure, undefined)
+      const expected = msgs.map((m) =>
+        m.kind === "text" ? { _tag: "Text", data: m.text } : { _tag: "Binary", data: Buffer.from(m.bytes).toString("hex") }
+      )
+      assert.deepStrictEqual(plain(split.events), expected)
+    },
+    { fastCheck: { numRuns: 150 } }
+  )
+
+  it("invalid UTF-8 in a later read of a text message fails with 1007", () => {
+    const text = Buffer.from("é".repeat(3000), "utf8")
+    text[5000] = 0xff
+    const bytes = frame(Opcode.Text, text)
+    const c = new Connection()
+    assert.strictEqual(c.receiveData(Buffer.from(bytes.subarray(0, 1000))), undefined)
+    const err = c.receiveData(Buffer.from(bytes.subarray(1000)))
+    assert.strictEqual(err?.closeCode, 1007)
+    assert.deepStrictEqual(c.eventsReceived(), [])
+  })
+
+  it.prop(
     "1-byte chunks yield the same events as one chunk",
     [FastCheck.array(messageArb, { maxLength: 4 })],
     ([msgs]) => {

@@ -1,6 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { FastCheck } from "effect"
 import { applyMask } from "../src/Frame.js"
+import { unmaskInto } from "../src/internal/mask.js"
 import { Utf8Validator } from "../src/Utf8.js"
 import { splitAt } from "./helpers.js"
 
@@ -117,5 +118,30 @@ describe("RFC 6455 §5.3 masking", () => {
       assert.deepStrictEqual(Uint8Array.from(view), naive(data, mask))
     },
     { fastCheck: { numRuns: 2000 } }
+  )
+
+  it.prop(
+    "unmasking into another buffer equals copying then masking, and leaves the source as it was",
+    [
+      FastCheck.integer({ min: 0, max: 40_000 }),
+      FastCheck.uint8Array({ minLength: 4, maxLength: 4 }),
+      FastCheck.nat(15),
+      FastCheck.nat(15),
+      FastCheck.nat(3)
+    ],
+    ([length, mask, from, at, offset]) => {
+      // lengths cross the SIMD threshold (256) and its 16 KiB block; odd offsets on both sides
+      const src = Buffer.alloc(from + length + 3)
+      for (let i = 0; i < src.length; i++) src[i] = (i * 193 + 11) & 255
+      const before = Buffer.from(src)
+      const dst = Buffer.alloc(at + length + 5, 0xee)
+      const k = unmaskInto(src, from, from + length, dst, at, mask, offset)
+      const expected = Buffer.alloc(dst.length, 0xee)
+      for (let i = 0; i < length; i++) expected[at + i] = src[from + i]! ^ mask[(offset + i) & 3]!
+      assert.isTrue(dst.equals(expected))
+      assert.isTrue(src.equals(before))
+      assert.strictEqual(k, (offset + length) & 3)
+    },
+    { fastCheck: { numRuns: 300 } }
   )
 })

@@ -358,8 +358,7 @@ export class Connection implements FrameSink {
 
   /**
    * Adds message bytes. The first piece is kept as a view (no copy: a message in one frame
-   * and one read is never copied); later pieces go into one buffer sized from the frame
-   * length, growing geometrically up to the message limit for fragmented messages.
+   * and one read is never copied); later pieces go into one buffer (see `messageRoom`).
    */
   private append(buf: Buffer, start: number, end: number): ProtocolError | undefined {
     const n = end - start
@@ -367,14 +366,30 @@ export class Connection implements FrameSink {
     if (this.msgOpcode === Opcode.Text && !this.utf8.validate(buf, start, end)) {
       return new InvalidPayloadError({ reason: "invalid UTF-8 in a text message" })
     }
-    const size = this.msgSize + n
-    if (size > this.maxMessageSize) {
-      return new MessageTooBigError({ reason: "message too big", limit: this.maxMessageSize })
-    }
     if (this.msgSize === 0) {
+      if (n > this.maxMessageSize) {
+        return new MessageTooBigError({ reason: "message too big", limit: this.maxMessageSize })
+      }
       this.msgView = buf.subarray(start, end)
       this.msgSize = n
       return undefined
+    }
+    const acc = this.messageRoom(n)
+    if (!Buffer.isBuffer(acc)) return acc
+    buf.copy(acc, this.msgSize, start, end)
+    this.msgSize += n
+    return undefined
+  }
+
+  /**
+   * The message buffer, with room for `n` more bytes after `msgSize`. Sized from the frame
+   * length for a message in one frame, growing geometrically up to the message limit for
+   * fragmented ones; the first piece moves into it from its view.
+   */
+  private messageRoom(n: number): Buffer | ProtocolError {
+    const size = this.msgSize + n
+    if (size > this.maxMessageSize) {
+      return new MessageTooBigError({ reason: "message too big", limit: this.maxMessageSize })
     }
     let acc = this.msgBuf
     if (acc === undefined || acc.length < size) {
@@ -387,8 +402,26 @@ export class Connection implements FrameSink {
       this.msgView = undefined
       this.msgBuf = acc = next
     }
-    buf.copy(acc, this.msgSize, start, end)
-    this.msgSize = size
+    return acc
+  }
+
+  /**
+   * @internal FrameSink: data-frame bytes that join a message already started are copied
+   * anyway, so the decoder unmasks them straight into the message buffer.
+   */
+  payloadTarget(length: number): Uint8Array | ProtocolError | undefined {
+    if (this.frameOpcode >= 0x8 || this.msgCompressed || this.msgSize === 0 || length === 0) return undefined
+    const acc = this.messageRoom(length)
+    return Buffer.isBuffer(acc) ? acc.subarray(this.msgSize, this.msgSize + length) : acc
+  }
+
+  /** @internal FrameSink */
+  onFramePayloadCopied(length: number): ProtocolError | undefined {
+    const start = this.msgSize
+    if (this.msgOpcode === Opcode.Text && !this.utf8.validate(this.msgBuf!, start, start + length)) {
+      return new InvalidPayloadError({ reason: "invalid UTF-8 in a text message" })
+    }
+    this.msgSize = start + length
     return undefined
   }
 

@@ -1,7 +1,7 @@
 import { randomFillSync } from "node:crypto"
 import { MessageTooBigError, ProtocolViolationError } from "../Errors.js"
 import type { ProtocolError } from "../Errors.js"
-import { applyMask } from "./mask.js"
+import { applyMask, unmaskInto } from "./mask.js"
 
 /** Opcodes of RFC 6455 §5.2. */
 export const Opcode = {
@@ -40,6 +40,15 @@ export interface FrameSink {
   onFramePayload(buf: Buffer, start: number, end: number): ProtocolError | undefined
   /** The current frame's payload is complete. */
   onFrameEnd(): ProtocolError | undefined
+  /**
+   * Optional, with `onFramePayloadCopied`. For masked payload bytes the sink would copy anyway
+   * (a message assembled from several reads): a view of exactly `length` bytes to receive them,
+   * or an error to fail with (a size limit), or undefined to get them through `onFramePayload`.
+   * The decoder unmasks while it copies into the view (one pass over the bytes instead of two).
+   */
+  payloadTarget?(length: number): Uint8Array | ProtocolError | undefined
+  /** The `length` bytes asked for by the last `payloadTarget` are in place, unmasked. */
+  onFramePayloadCopied?(length: number): ProtocolError | undefined
 }
 
 export interface FrameDecoderOptions {
@@ -105,8 +114,18 @@ export class FrameDecoder {
     while (pos < end) {
       if (this.state === PAYLOAD) {
         const n = end - pos < this.remaining ? end - pos : this.remaining
-        if (this.header.masked) this.maskPos = applyMask(data, pos, pos + n, this.maskKey, this.maskPos)
-        const err = this.sink.onFramePayload(data, pos, pos + n)
+        const sink = this.sink
+        const target = this.header.masked && sink.payloadTarget !== undefined ? sink.payloadTarget(n) : undefined
+        let err: ProtocolError | undefined
+        if (target === undefined) {
+          if (this.header.masked) this.maskPos = applyMask(data, pos, pos + n, this.maskKey, this.maskPos)
+          err = sink.onFramePayload(data, pos, pos + n)
+        } else if (target instanceof Uint8Array) {
+          this.maskPos = unmaskInto(data, pos, pos + n, target, 0, this.maskKey, this.maskPos)
+          err = sink.onFramePayloadCopied!(n)
+        } else {
+          err = target
+        }
         if (err !== undefined) return this.halt(err)
         pos += n
         this.remaining -= n
