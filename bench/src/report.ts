@@ -45,7 +45,12 @@ export interface RunResult {
   readonly clientClosedFirst: number
 }
 
-export type Summary = Omit<RunResult, "run" | "error"> & { readonly runs: number; readonly failures: ReadonlyArray<string> }
+export type Summary = Omit<RunResult, "run" | "error"> & {
+  readonly runs: number
+  readonly failures: ReadonlyArray<string>
+  /** Slowest and fastest run's units per second (the table shows the median). */
+  readonly perSecRange: readonly [number, number] | null
+}
 
 export interface Machine {
   readonly nproc: number
@@ -126,6 +131,8 @@ export const summarize = (results: ReadonlyArray<RunResult>): Array<Summary> => 
       s[k] = median(ok.map((r) => r[k]).filter((v): v is number => v !== null && Number.isFinite(v)))
     }
     for (const k of countKeys) s[k] = group.reduce((a, r) => a + r[k], 0)
+    const rates = ok.map((r) => r.perSec).filter((v): v is number => v !== null && Number.isFinite(v))
+    s.perSecRange = rates.length > 1 ? [Math.min(...rates), Math.max(...rates)] : null
     const bounds = ok.map((r) => r.bound)
     s.bound = bounds.sort((a, b) => bounds.filter((x) => x === b).length - bounds.filter((x) => x === a).length)[0] ?? ""
     out.push(s as unknown as Summary)
@@ -168,6 +175,9 @@ const table = (head: Row, rows: ReadonlyArray<Row>): string =>
 const BASE_A = "ws"
 const BASE_B = "effect-platform"
 
+/** Slowest-to-fastest run ratio from which a row notes the spread of its runs. */
+const SPREAD_NOTE = 1.5
+
 const notes = (s: Summary): string => {
   const n: Array<string> = []
   if (!s.ok) n.push(`failed: ${s.failures[0] ?? ""}`)
@@ -178,6 +188,11 @@ const notes = (s: Summary): string => {
   if (s.unexpectedClose > 0) n.push(`${s.unexpectedClose} closed by server`)
   if (s.dropped > 0) n.push(`${s.dropped} not sent (backlog full)`)
   if (s.clientClosedFirst > 0) n.push(`${s.clientClosedFirst} never closed TCP`)
+  // runs that disagree this much are in different regimes (e.g. back-to-back major GCs), not noise
+  const range = s.perSecRange
+  if (range !== null && range[0] > 0 && range[1] / range[0] >= SPREAD_NOTE) {
+    n.push(`runs spread ${fmt(range[0])}–${fmt(range[1])}/s`)
+  }
   return n.join("; ")
 }
 
