@@ -1,9 +1,12 @@
 import { assert, describe, it } from "@effect/vitest"
+import { setFlagsFromString } from "node:v8"
+import { runInNewContext } from "node:vm"
 import { Cause, Chunk, Deferred, Effect, Exit, Fiber, Metric, Option, Schema, Scope, Stream } from "effect"
 import type { Tracer } from "effect"
 import * as MessageSchema from "../src/MessageSchema.js"
 import * as Metrics from "../src/Metrics.js"
 import { UpgradeRejected } from "../src/Errors.js"
+import type { ProtocolError } from "../src/Errors.js"
 import type { CloseInfo, WebSocket as Ws } from "../src/WebSocket.js"
 import * as WebSocketServer from "../src/WebSocketServer.js"
 import { clientFrame, connect, makeCertificate, pollUntil, rawConnect, rawExchange, recorder } from "./utils.js"
@@ -293,6 +296,38 @@ describe("timeouts", () => {
       yield* Effect.sleep(400)
       assert.strictEqual(live.readyState, live.OPEN)
       assert.isTrue(Exit.isSuccess(yield* outcome))
+    }))
+
+  it.scopedLive("the close timeout does not keep a finished handler's fiber alive", () =>
+    Effect.gen(function*() {
+      // V8's gc(), to see what the server still holds once the connections are gone
+      setFlagsFromString("--expose-gc")
+      const gc = runInNewContext("gc") as () => void
+      const fibers: Array<WeakRef<object>> = []
+      let ended = 0
+      const server = yield* WebSocketServer.make({
+        closeTimeout: 60_000,
+        handler: (ws) =>
+          Effect.withFiberRuntime<void, ProtocolError>((fiber) => {
+            fibers.push(new WeakRef(fiber))
+            return ws.run(() => undefined).pipe(Effect.ensuring(Effect.sync(() => ended++)))
+          })
+      })
+      for (let i = 0; i < 10; i++) {
+        const client = yield* connect(server.url)
+        client.close()
+        yield* recorder(client).waitClose
+      }
+      yield* pollUntil(Effect.sync(() => ended), (n) => n === 10, 5_000)
+      let alive = fibers.length
+      for (let round = 0; round < 20 && alive > 0; round++) {
+        // a WeakRef is cleared after the job that ran the collection
+        yield* Effect.sleep(20)
+        gc()
+        alive = fibers.filter((f) => f.deref() !== undefined).length
+      }
+      assert.strictEqual(fibers.length, 10)
+      assert.strictEqual(alive, 0)
     }))
 
   it.scopedLive("idle timeout closes a silent connection with 1001", () =>
