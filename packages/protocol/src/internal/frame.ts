@@ -71,8 +71,9 @@ const headerSize = (b1: number): number => {
 
 /**
  * Incremental RFC 6455 frame decoder (§5.2): headers may be cut at any byte; payload bytes
- * are unmasked in place and handed to the sink as they arrive. Header rules are checked
- * before any payload is read. After an error it stops and ignores all further input.
+ * are handed to the sink as they arrive, unmasked in place (or, where the sink offers a
+ * `payloadTarget`, unmasked while copied there). Header rules are checked before any payload
+ * is read. After an error it stops and ignores all further input.
  */
 export class FrameDecoder {
   private state = HEADER
