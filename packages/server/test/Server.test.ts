@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { setFlagsFromString } from "node:v8"
 import { runInNewContext } from "node:vm"
-import { Cause, Chunk, Deferred, Effect, Exit, Fiber, Metric, Option, Schema, Scope, Stream } from "effect"
+import { Cause, Chunk, Context, Deferred, Effect, Exit, Fiber, Metric, Option, Schema, Scope, Stream } from "effect"
 import type { Tracer } from "effect"
 import * as MessageSchema from "../src/MessageSchema.js"
 import * as Metrics from "../src/Metrics.js"
@@ -54,6 +54,42 @@ describe("echo over a real socket with the ws client", () => {
       for (let i = 0; i < 500; i++) client.send("m" + i)
       yield* rec.waitMessages(500)
       assert.deepStrictEqual(rec.messages.map((m) => m.data), Array.from({ length: 500 }, (_, i) => "m" + i))
+    }))
+
+  it.scopedLive("run first hands over what arrived before it was called, in order", () =>
+    Effect.gen(function*() {
+      const server = yield* WebSocketServer.make({
+        handler: (ws) => Effect.zipRight(Effect.sleep(300), ws.run((m) => void ws.unsafeSend(m)))
+      })
+      const client = yield* connect(server.url)
+      const rec = recorder(client)
+      for (const m of ["a", "b", "c"]) client.send(m)
+      yield* rec.waitMessages(3)
+      client.send("d")
+      yield* rec.waitMessages(4)
+      assert.deepStrictEqual(rec.messages.map((m) => m.data), ["a", "b", "c", "d"])
+    }))
+
+  it.scopedLive("run's Effects see the services around run; the first one that fails closes with 1011", () =>
+    Effect.gen(function*() {
+      class Greeting extends Context.Tag("Greeting")<Greeting, string>() {}
+      const server = yield* WebSocketServer.make({
+        handler: (ws) =>
+          ws.run((m) =>
+            m === "boom"
+              ? Effect.fail("secret database password")
+              : Effect.flatMap(Greeting, (g) => Effect.sync(() => ws.unsafeSend(g + m)))
+          ).pipe(Effect.provideService(Greeting, "hi "))
+      })
+      const client = yield* connect(server.url)
+      const rec = recorder(client)
+      client.send("ada")
+      yield* rec.waitMessages(1)
+      assert.strictEqual(rec.messages[0]!.data, "hi ada")
+      client.send("boom")
+      const seen = yield* rec.waitClose
+      assert.strictEqual(seen.code, 1011)
+      assert.notInclude(seen.reason, "secret")
     }))
 
   it.scopedLive("reassembles a fragmented message (RFC 6455 §5.4)", () =>

@@ -3,7 +3,7 @@ import { checkClose } from "@effect-websocket/protocol/Connection"
 import type { PerMessageDeflateParams } from "@effect-websocket/protocol/PerMessageDeflate"
 import type { ProtocolError } from "@effect-websocket/protocol/Errors"
 import { Cause, Chunk, Deferred, Effect, Exit, FiberId, Option, Stream } from "effect"
-import type { Fiber, Tracer } from "effect"
+import type { Context, Fiber, Tracer } from "effect"
 import type { Socket } from "node:net"
 import { InternalError, InvalidSendError, PolicyViolationError, WebSocketClosedError } from "../Errors.js"
 import * as Metrics from "../Metrics.js"
@@ -39,7 +39,12 @@ export class WsConnection<Data> implements WebSocket<Data> {
   /** A batch was handed out and the consumer has not asked for the next one yet. */
   private batchOut = false
   private paused = false
+  /** `run`: the callback, the context its Effects run in, and those of them still running. */
   private callback: ((m: Message) => unknown) | undefined = undefined
+  private runContext: Context.Context<never> | undefined = undefined
+  private running = 0
+  private runningBytes = 0
+  private runFailed = false
 
   // writer
   private flushQueued = false
@@ -167,7 +172,8 @@ export class WsConnection<Data> implements WebSocket<Data> {
   private deliver(m: Message): void {
     const cb = this.callback
     if (cb !== undefined) {
-      cb(m)
+      const r = cb(m)
+      if (r !== undefined && Effect.isEffect(r)) this.runEffect(r, typeof m === "string" ? m.length : m.byteLength)
       return
     }
     this.items.push(m)
@@ -339,57 +345,55 @@ export class WsConnection<Data> implements WebSocket<Data> {
     onMessage: (message: Message) => Effect.Effect<_, E, R> | void
   ): Effect.Effect<void, ProtocolError | E, R> {
     return Effect.withFiberRuntime<void, ProtocolError | E, R>((fiber) => {
-      const context = fiber.currentContext
-      const errors: Array<E> = []
-      // Effects returned by the callback run concurrently; while the ones still running hold
-      // more than the inbox high-water mark (or 1,024 of them run), reading is paused.
-      let running = 0
-      let runningBytes = 0
-      const runEffect = (eff: Effect.Effect<_, E, R>, size: number) => {
-        running++
-        runningBytes += size
-        if (!this.paused && (runningBytes > this.options.inboxHighWaterMark || running > 1024)) {
-          this.paused = true
-          this.socket.pause()
-          Metrics.backpressureEvents.unsafeUpdate(1, NO_TAGS)
-        }
-        Effect.runFork(Effect.provide(eff, context as any) as Effect.Effect<_, E>).addObserver((exit) => {
-          running--
-          runningBytes -= size
-          if (
-            this.paused && !this.transportClosed && runningBytes <= this.options.inboxHighWaterMark >>> 1 &&
-            running <= 512
-          ) {
-            this.paused = false
-            this.socket.resume()
-          }
-          if (exit._tag === "Failure" && errors.length === 0 && !Cause.isInterruptedOnly(exit.cause)) {
-            errors.push(exit.cause as any)
-            this.terminate(new InternalError({ reason: "handler failed", cause: exit.cause }))
-          }
-        })
-      }
-      const cb = (m: Message) => {
-        const r = onMessage(m)
-        if (r !== undefined && Effect.isEffect(r)) runEffect(r, typeof m === "string" ? m.length : m.byteLength)
-      }
+      this.runContext = fiber.currentContext
       // Messages already in the inbox go first, in order.
-      const pending = this.items.slice(this.head).filter((m): m is Message => m !== END)
-      this.items = this.items.slice(this.head).filter((m) => m === END)
-      this.head = 0
-      this.inboxBytes = 0
+      const items = this.items
+      const pending = items.slice(this.head).filter((m): m is Message => m !== END)
+      const ended = items.includes(END, this.head)
+      items.length = this.head = this.inboxBytes = 0
+      if (ended) items.push(END)
       this.consumer = true
-      this.callback = cb
+      this.callback = onMessage
       if (this.paused && !this.transportClosed) {
         this.paused = false
         this.socket.resume()
       }
-      for (const m of pending) cb(m)
+      for (const m of pending) this.deliver(m)
       if (this.core.closeOwed) {
         this.replyClose()
         this.flush()
       }
       return this.awaitEnd()
+    })
+  }
+
+  /**
+   * Runs an Effect the `run` callback returned, concurrently with the others; while the ones
+   * still running hold more than the inbox high-water mark (or 1,024 of them run), reading is
+   * paused. The first failure ends the connection (1011).
+   */
+  private runEffect(effect: Effect.Effect<unknown, unknown, any>, size: number): void {
+    this.running++
+    this.runningBytes += size
+    if (!this.paused && (this.runningBytes > this.options.inboxHighWaterMark || this.running > 1024)) {
+      this.paused = true
+      this.socket.pause()
+      Metrics.backpressureEvents.unsafeUpdate(1, NO_TAGS)
+    }
+    Effect.runFork(Effect.provide(effect, this.runContext!) as Effect.Effect<unknown, unknown>).addObserver((exit) => {
+      this.running--
+      this.runningBytes -= size
+      if (
+        this.paused && !this.transportClosed && this.runningBytes <= this.options.inboxHighWaterMark >>> 1 &&
+        this.running <= 512
+      ) {
+        this.paused = false
+        this.socket.resume()
+      }
+      if (exit._tag === "Failure" && !this.runFailed && !Cause.isInterruptedOnly(exit.cause)) {
+        this.runFailed = true
+        this.terminate(new InternalError({ reason: "handler failed", cause: exit.cause }))
+      }
     })
   }
 
@@ -401,7 +405,9 @@ export class WsConnection<Data> implements WebSocket<Data> {
     const ended = this.ended
     if (ended !== undefined) return Exit.asVoid(ended)
     return Effect.async<void, ProtocolError>((resume) => {
-      ;(this.endWaiters ??= []).push(resume)
+      // a literal of one: an idle connection keeps no spare capacity
+      if (this.endWaiters === undefined) this.endWaiters = [resume]
+      else this.endWaiters.push(resume)
     })
   }
 
