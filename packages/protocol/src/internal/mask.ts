@@ -46,10 +46,10 @@ export const applyMask = (
 
 /**
  * Copies `src[start, end)` to `dst` at `at`, XORed with the 4-byte `mask` from mask position
- * `offset`; `src` is left as it was unless it is `dst` (`applyMask` uses this for long runs). For a payload that is copied anyway (a message assembled
- * from several reads) this is one pass where unmasking in place and then copying is two: long
- * runs go through the SIMD kernel's memory on their way to `dst`.
- * Returns the mask position after the last byte.
+ * `offset`; `src` is left as it was unless it is `dst` (`applyMask` uses this for long runs).
+ * For a payload that is copied anyway (a message assembled from several reads) this is one
+ * pass where unmasking in place and then copying is two: long runs go through the SIMD
+ * kernel's memory on their way to `dst`. Returns the mask position after the last byte.
  */
 export const unmaskInto = (
   src: Uint8Array,

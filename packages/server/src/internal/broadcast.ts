@@ -106,9 +106,6 @@ const frameOf = (opcode: number, rsv1: boolean, payload: Uint8Array): Buffer => 
 export const isAccepting = (conn: WsConnection<unknown>): boolean =>
   !conn.isTransportClosed && !conn.core.closeExpected
 
-/** Bytes waiting to be written to this connection: the core's queue plus the socket's buffer. */
-export const bufferedBytes = (conn: WsConnection<unknown>): number => conn.bufferedBytes()
-
 /**
  * Writes a complete frame built elsewhere. What the connection queued before goes out first
  * (its pending batch is flushed), so the frame keeps its place among the connection's own
@@ -264,7 +261,7 @@ export class Registry {
         continue
       }
       if (!isAccepting(conn)) continue
-      if (bufferedBytes(conn) > policy.maxBufferedBytes) {
+      if (conn.bufferedBytes() > policy.maxBufferedBytes) {
         if (policy.onSlow === "close") (slow ??= []).push(member)
         else skipped++
         continue

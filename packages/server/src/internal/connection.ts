@@ -21,6 +21,9 @@ const CLOSED = new WebSocketClosedError({ reason: "connection is not open" })
 
 type Resume<A, E> = (effect: Effect.Effect<A, E>) => void
 
+/** What a message counts for in the byte limits (UTF-16 units for text, as before encoding). */
+const messageSize = (m: Message): number => (typeof m === "string" ? m.length : m.byteLength)
+
 /**
  * The I/O glue of one connection: socket events feed the sans-I/O core synchronously
  * (no Effect per frame); decoded messages go to an inbox that the handler's stream drains
@@ -173,11 +176,11 @@ export class WsConnection<Data> implements WebSocket<Data> {
     const cb = this.callback
     if (cb !== undefined) {
       const r = cb(m)
-      if (r !== undefined && Effect.isEffect(r)) this.runEffect(r, typeof m === "string" ? m.length : m.byteLength)
+      if (r !== undefined && Effect.isEffect(r)) this.runEffect(r, messageSize(m))
       return
     }
     this.items.push(m)
-    this.inboxBytes += typeof m === "string" ? m.length : m.byteLength
+    this.inboxBytes += messageSize(m)
   }
 
   private onClosing(): void {
@@ -270,7 +273,7 @@ export class WsConnection<Data> implements WebSocket<Data> {
       let bytes = 0
       while (end < items.length && items[end] !== END) {
         const m = items[end] as Message
-        bytes += typeof m === "string" ? m.length : m.byteLength
+        bytes += messageSize(m)
         end++
       }
       const batch = items.slice(start, end) as Array<Message>
@@ -350,8 +353,10 @@ export class WsConnection<Data> implements WebSocket<Data> {
       const items = this.items
       const pending = items.slice(this.head).filter((m): m is Message => m !== END)
       const ended = items.includes(END, this.head)
-      items.length = this.head = this.inboxBytes = 0
+      items.length = 0
       if (ended) items.push(END)
+      this.head = 0
+      this.inboxBytes = 0
       this.consumer = true
       this.callback = onMessage
       if (this.paused && !this.transportClosed) {
@@ -445,7 +450,7 @@ export class WsConnection<Data> implements WebSocket<Data> {
   private hold(data: Message, compress: boolean): boolean {
     if (this.closeHeld || this.core.state !== "OPEN") return false
     this.held!.push({ kind: "message", data, compress })
-    this.heldBytes += typeof data === "string" ? data.length : data.byteLength
+    this.heldBytes += messageSize(data)
     return true
   }
 
@@ -465,7 +470,7 @@ export class WsConnection<Data> implements WebSocket<Data> {
       }
       switch (item.kind) {
         case "message":
-          this.heldBytes -= typeof item.data === "string" ? item.data.length : item.data.byteLength
+          this.heldBytes -= messageSize(item.data)
           this.sendNow(item.data, { compress: item.compress })
           break
         case "frame":

@@ -63,10 +63,6 @@ export const closeCodeForHandlerFailure = (cause: Cause.Cause<unknown>): { code:
 }
 
 /**
- * The engine shared by the standalone server and the HTTP integrations: it takes sockets
- * whose request head was read (or reads it), runs the upgrade and the connection.
- */
-/**
  * Effect's native tracer builds a span's trace and span ids one character at a time, and V8
  * keeps such a string as a chain of cons strings: ~24 of them, ~0.75 KB, per connection for
  * as long as it is open. Reading a character makes V8 flatten each chain in place.
@@ -76,6 +72,10 @@ const flattenIds = (span: Tracer.Span): void => {
   span.spanId.charCodeAt(0)
 }
 
+/**
+ * The engine shared by the standalone server and the HTTP integrations: it takes sockets
+ * whose request head was read (or reads it), runs the upgrade and the connection.
+ */
 export class Engine<Data, E, R, E2, R2> {
   readonly options: Resolved
   readonly connections = new Set<WsConnection<Data>>()
