@@ -153,6 +153,12 @@ export const isProtocolError = (u: unknown): u is ProtocolError =>
  * @category errors
  */
 export class InvalidSendError extends Data.TaggedError("InvalidSendError")<{
+  /**
+   * What was refused, as a literal to match on: `"NotOpen"` (the connection left OPEN),
+   * `"CloseCode"` (a code that may not be sent), `"CloseReason"` (over 123 bytes),
+   * `"ControlPayload"` (a Ping or Pong over 125 bytes).
+   */
+  readonly kind: "NotOpen" | "CloseCode" | "CloseReason" | "ControlPayload"
   readonly reason: string
 }> {
   override get message(): string {

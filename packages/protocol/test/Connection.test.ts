@@ -190,6 +190,16 @@ describe("RFC 6455 §7 closing", () => {
     assert.isTrue(r.connection.closeHandshakeDone)
   })
 
+  it("echoes the peer's reason with its code (what a browser shows as CloseEvent.reason)", () => {
+    const r = run([frame(Opcode.Close, closePayload(4001, "bye ✓"))])
+    assert.deepStrictEqual(r.events, [{ _tag: "Close", code: 4001, reason: "bye ✓" }])
+    const sent = r.sent
+    assert.strictEqual(sent[0], 0x88)
+    assert.strictEqual(sent.readUInt16BE(2), 4001)
+    assert.strictEqual(sent.subarray(4).toString("utf8"), "bye ✓")
+    assert.deepStrictEqual(r.connection.closeSent, { code: 4001, reason: "bye ✓" })
+  })
+
   it("answers an empty Close with an empty Close (code 1005 reported)", () => {
     const r = run([frame(Opcode.Close, "")])
     assert.deepStrictEqual(r.events, [{ _tag: "Close", code: 1005, reason: "" }])

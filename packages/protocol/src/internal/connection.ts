@@ -1,3 +1,4 @@
+import { globalValue } from "effect/GlobalValue"
 import { isUtf8 } from "node:buffer"
 import {
   InternalError,
@@ -75,9 +76,9 @@ export type ConnectionState = (typeof ConnectionState)[keyof typeof ConnectionSt
  */
 export const checkClose = (code: number, reason: string): InvalidSendError | undefined =>
   !isValidCloseCode(code)
-    ? new InvalidSendError({ reason: `close code ${code} may not be sent` })
+    ? new InvalidSendError({ kind: "CloseCode", reason: `close code ${code} may not be sent` })
     : Buffer.byteLength(reason, "utf8") > MAX_CLOSE_REASON
-    ? new InvalidSendError({ reason: "close reason over 123 bytes" })
+    ? new InvalidSendError({ kind: "CloseReason", reason: "close reason over 123 bytes" })
     : undefined
 
 /** Close codes an endpoint may receive (RFC 6455 §7.4, IANA registry 1012-1014, 3000-4999). */
@@ -98,8 +99,10 @@ const MAX_CLOSE_REASON = 123
  * headers and small payloads are bump-allocated in it, so an idle connection holds no
  * output memory. Regions handed out are never written again; a full slab is replaced.
  */
-let slab = Buffer.allocUnsafe(SLAB_SIZE)
-let slabPos = 0
+const slabs = globalValue(Symbol.for("@effect-websocket/protocol/Connection/slab"), () => ({
+  slab: Buffer.allocUnsafe(SLAB_SIZE),
+  pos: 0
+}))
 
 const toBuffer = (u: Uint8Array): Buffer =>
   Buffer.isBuffer(u) ? u : Buffer.from(u.buffer, u.byteOffset, u.byteLength)
@@ -454,8 +457,9 @@ export class Connection implements FrameSink {
     this.releaseMessage()
     this.events.push({ _tag: "Close", code, reason })
     if (this._state === ConnectionState.Open) {
-      // Echo the peer's code (§5.5.1); an empty Close is answered with an empty one.
-      this.owed = { code: code === 1005 ? undefined : code, reason: "" }
+      // Echo the peer's code and reason (§5.5.1), as browsers show what the server sent back
+      // in `CloseEvent.reason`; an empty Close is answered with an empty one.
+      this.owed = { code: code === 1005 ? undefined : code, reason }
       if (!this.deferClose) this.sendOwedClose()
       return undefined
     }
@@ -497,6 +501,7 @@ export class Connection implements FrameSink {
     } else if (length <= COPY_LIMIT && this.role === "server") {
       const hl = headerLength(length, false)
       const start = this.reserve(hl + length)
+      const slab = slabs.slab
       const pos = writeHeader(slab, start, true, false, Opcode.Text, length, undefined)
       slab.write(text, pos, length, "utf8")
       this.advance(hl + length)
@@ -565,7 +570,7 @@ export class Connection implements FrameSink {
 
   private sendControl(op: number, data: Uint8Array): InvalidSendError | undefined {
     if (this._state !== ConnectionState.Open) return this.notOpen()
-    if (data.length > 125) return new InvalidSendError({ reason: "control frame payload over 125 bytes" })
+    if (data.length > 125) return new InvalidSendError({ kind: "ControlPayload", reason: "control frame payload over 125 bytes" })
     this.writeFrame(op, false, data)
     return undefined
   }
@@ -602,7 +607,7 @@ export class Connection implements FrameSink {
   }
 
   private notOpen(): InvalidSendError {
-    return new InvalidSendError({ reason: `connection is ${this._state}` })
+    return new InvalidSendError({ kind: "NotOpen", reason: `connection is ${this._state}` })
   }
 
   /** Takes the bytes to write, in order, as one batch (write them with one cork/writev). */
@@ -622,6 +627,7 @@ export class Connection implements FrameSink {
     this.outBytes += hl + length
     if (length <= COPY_LIMIT) {
       const start = this.reserve(hl + length)
+      const slab = slabs.slab
       const pos = writeHeader(slab, start, true, rsv1, op, length, mask)
       slab.set(payload, pos)
       if (mask !== undefined) applyMask(slab, pos, pos + length, mask, 0)
@@ -630,7 +636,7 @@ export class Connection implements FrameSink {
     }
     // reserve first: it may replace the shared slab
     const start = this.reserve(hl)
-    writeHeader(slab, start, true, rsv1, op, length, mask)
+    writeHeader(slabs.slab, start, true, rsv1, op, length, mask)
     this.advance(hl)
     this.flushSegment()
     if (mask === undefined) {
@@ -647,22 +653,22 @@ export class Connection implements FrameSink {
    * The connection's pending run continues only if nobody else wrote in between.
    */
   private reserve(n: number): number {
-    if (slabPos + n > slab.length) {
-      slab = Buffer.allocUnsafe(n > SLAB_SIZE ? n : SLAB_SIZE)
-      slabPos = 0
+    const s = slabs
+    if (s.pos + n > s.slab.length) {
+      s.slab = Buffer.allocUnsafe(n > SLAB_SIZE ? n : SLAB_SIZE)
+      s.pos = 0
     }
-    if (this.segSlab !== slab || this.segEnd !== slabPos) {
+    if (this.segSlab !== s.slab || this.segEnd !== s.pos) {
       this.flushSegment()
-      this.segSlab = slab
-      this.segStart = this.segEnd = slabPos
+      this.segSlab = s.slab
+      this.segStart = this.segEnd = s.pos
     }
-    return slabPos
+    return s.pos
   }
 
   /** Commits `n` bytes written at the position `reserve` returned. */
   private advance(n: number): void {
-    slabPos += n
-    this.segEnd = slabPos
+    this.segEnd = slabs.pos += n
   }
 
   private flushSegment(): void {

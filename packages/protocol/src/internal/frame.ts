@@ -1,3 +1,4 @@
+import { globalValue } from "effect/GlobalValue"
 import { randomFillSync } from "node:crypto"
 import { MessageTooBigError, ProtocolViolationError } from "../Errors.js"
 import type { ProtocolError } from "../Errors.js"
@@ -276,17 +277,21 @@ export const writeHeader = (
 }
 
 const MASK_POOL_SIZE = 8192
-let maskPool = Buffer.allocUnsafe(0)
-let maskPoolPos = 0
+/** The process's pool of random mask bytes (one per process, shared by every client connection). */
+const maskPool = globalValue(Symbol.for("@effect-websocket/protocol/Frame/maskPool"), () => ({
+  bytes: Buffer.allocUnsafe(0),
+  pos: 0
+}))
 
 /** Four crypto-random bytes for a client frame's mask (RFC 6455 §5.3), from a refilled pool. */
 export const randomMask = (): Uint8Array => {
-  if (maskPoolPos + 4 > maskPool.length) {
-    maskPool = randomFillSync(Buffer.allocUnsafe(MASK_POOL_SIZE))
-    maskPoolPos = 0
+  const pool = maskPool
+  if (pool.pos + 4 > pool.bytes.length) {
+    pool.bytes = randomFillSync(Buffer.allocUnsafe(MASK_POOL_SIZE))
+    pool.pos = 0
   }
-  const m = maskPool.subarray(maskPoolPos, maskPoolPos + 4)
-  maskPoolPos += 4
+  const m = pool.bytes.subarray(pool.pos, pool.pos + 4)
+  pool.pos += 4
   return m
 }
 

@@ -20,7 +20,7 @@ export const applyMask = (
   mask: Uint8Array,
   offset: number
 ): number => {
-  if (end - start >= SIMD_THRESHOLD && kernel !== undefined) {
+  if (end - start >= SIMD_THRESHOLD && kernel() !== undefined) {
     return unmaskInto(buf, start, end, buf, start, mask, offset)
   }
   let i = start
@@ -60,13 +60,14 @@ export const unmaskInto = (
   mask: Uint8Array,
   offset: number
 ): number => {
-  if (end - start < SIMD_THRESHOLD || kernel === undefined) {
+  const simd = end - start < SIMD_THRESHOLD ? undefined : kernel()
+  if (simd === undefined) {
     dst.set(src.subarray(start, end), at)
     return applyMask(dst, at, at + end - start, mask, offset)
   }
   // whole 16-byte blocks are copied into the kernel's memory, XORed there and copied out
   // (k is unchanged by multiples of 4); the last few bytes one at a time
-  const { heap, xor } = kernel
+  const { heap, xor } = simd
   let k = offset & 3
   const w = maskWord(mask, k)
   let i = start

@@ -9,6 +9,7 @@
  * The function is `xor(ptr: i32, len: i32, mask: i32)`: XORs `len` bytes at `ptr` (len a
  * multiple of 16) with the 32-bit `mask` repeated.
  */
+import { globalValue } from "effect/GlobalValue"
 
 const leb = (n: number): Array<number> => {
   const out: Array<number> = []
@@ -72,5 +73,20 @@ const load = (): Kernel | undefined => {
   }
 }
 
-/** The kernel, or undefined when this runtime cannot run it (set WS_NO_SIMD=1 to disable). */
-export const kernel: Kernel | undefined = process.env.WS_NO_SIMD === "1" ? undefined : load()
+/**
+ * The kernel, or undefined when this runtime cannot run it (set WS_NO_SIMD=1 to disable). Loaded
+ * on first use, once per process: importing the package reads no environment and compiles no
+ * WebAssembly.
+ */
+const state = globalValue(Symbol.for("@effect-websocket/protocol/simd"), () => ({
+  loaded: false,
+  kernel: undefined as Kernel | undefined
+}))
+
+export const kernel = (): Kernel | undefined => {
+  if (!state.loaded) {
+    state.loaded = true
+    state.kernel = process.env.WS_NO_SIMD === "1" ? undefined : load()
+  }
+  return state.kernel
+}
