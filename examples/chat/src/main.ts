@@ -4,7 +4,7 @@
  */
 import { HttpServer } from "@effect/platform"
 import { NodeRuntime } from "@effect/platform-node"
-import { Console, Effect, Layer } from "effect"
+import { Cause, Console, Effect, Layer, Option } from "effect"
 import { ChatServer } from "./Chat.js"
 
 const port = Number(process.env["PORT"] ?? 8080)
@@ -17,4 +17,28 @@ const PrintUrl = Layer.effectDiscard(
   })
 )
 
-NodeRuntime.runMain(Layer.launch(PrintUrl.pipe(Layer.provideMerge(ChatServer({ port, host })))))
+/** The listen error's code (EADDRINUSE, EACCES, ...), wherever the platform wrapped it. */
+const listenErrorCode = (cause: Cause.Cause<unknown>): string | undefined => {
+  let e: unknown = Option.getOrUndefined(Cause.failureOption(cause))
+  for (let depth = 0; depth < 4 && e !== null && typeof e === "object"; depth++) {
+    const code = (e as { readonly code?: unknown }).code
+    if (typeof code === "string") return code
+    e = (e as { readonly cause?: unknown }).cause
+  }
+  return undefined
+}
+
+const main = Layer.launch(PrintUrl.pipe(Layer.provideMerge(ChatServer({ port, host })))).pipe(
+  Effect.catchAllCause((cause) => {
+    const code = listenErrorCode(cause)
+    if (code !== "EADDRINUSE" && code !== "EACCES") return Effect.failCause(cause)
+    const why = code === "EADDRINUSE" ? "is already in use" : "may not be used by this user"
+    // one line, no stack trace: the fix is a different port
+    return Effect.zipRight(
+      Console.error(`Chat: port ${port} on ${host} ${why}; pick another one, e.g. PORT=${port + 1} pnpm start`),
+      Effect.sync(() => process.exit(1))
+    )
+  })
+)
+
+NodeRuntime.runMain(main)

@@ -66,7 +66,11 @@ export type {
  */
 export const handler: <Data = undefined, E = never, R = never, E2 = never, R2 = never>(
   options: HandlerOptions<Data, E, R, E2, R2>
-) => Effect.Effect<HttpServerResponse.HttpServerResponse, never, HttpServerRequest.HttpServerRequest | R | R2> =
+) => Effect.Effect<
+  HttpServerResponse.HttpServerResponse,
+  never,
+  HttpServerRequest.HttpServerRequest | Exclude<R, Scope.Scope> | R2
+> =
   internal.handler
 
 /**
@@ -118,4 +122,4 @@ export interface Attached {
 export const attach: <Data = undefined, E = never, R = never, E2 = never, R2 = never>(
   server: http.Server,
   options: AttachOptions<Data, E, R, E2, R2>
-) => Effect.Effect<Attached, never, Scope.Scope | R | R2> = internal.attach
+) => Effect.Effect<Attached, never, Scope.Scope | Exclude<R, Scope.Scope> | R2> = internal.attach

@@ -8,8 +8,8 @@
  */
 import * as Socket from "@effect/platform/Socket"
 import * as SocketServer from "@effect/platform/SocketServer"
-import { Deferred, Effect, Layer } from "effect"
-import type { Scope } from "effect"
+import { isProtocolError } from "@effect-websocket/protocol/Errors"
+import { Context, Deferred, Effect, Layer, Scope } from "effect"
 import type { ProtocolError } from "./Errors.js"
 import type { WebSocket } from "./WebSocket.js"
 import type { Options } from "./WebSocketServer.js"
@@ -34,9 +34,7 @@ export const toSocket = (ws: WebSocket<any>): Socket.Socket => {
     new Socket.SocketCloseError({ reason: "Close", code: e.closeCode, closeReason: e.reason })
   const runRaw = <_, E, R>(handler: (_: string | Uint8Array) => Effect.Effect<_, E, R> | void) =>
     ws.run(handler).pipe(
-      Effect.mapError((e): Socket.SocketError | E =>
-        e !== null && typeof e === "object" && "closeCode" in (e as object) ? toSocketError(e as ProtocolError) : e as E
-      ),
+      Effect.mapError((e): Socket.SocketError | E => isProtocolError(e) ? toSocketError(e) : e as E),
       Effect.zipRight(Effect.flatMap(ws.closed.pipe(Effect.orElseSucceed(() => ({ code: 1006, reason: "" }))), (info) =>
         isCleanCode(info.code)
           ? Effect.void
@@ -91,11 +89,12 @@ export const makeSocketServer = (
     }).pipe(Effect.mapError((cause) => new SocketServer.SocketServerError({ reason: "Open", cause })))
     const run = <R, E, _>(handler: (socket: Socket.Socket) => Effect.Effect<_, E, R>) =>
       Effect.gen(function*() {
-        const context = yield* Effect.context<R>()
+        // The caller's services, under the connection's own (its Scope wins over the caller's).
+        const context = Context.omit(Scope.Scope)(yield* Effect.context<R>()) as Context.Context<R>
         const h: Handler = (socket) =>
           handler(socket).pipe(
             Effect.catchAllCause((cause) => Effect.logDebug("socket handler failed", cause)),
-            Effect.provide(context)
+            Effect.mapInputContext((own: Context.Context<never>) => Context.merge(context, own))
           )
         yield* Deferred.succeed(current, h)
         return yield* Effect.never.pipe(

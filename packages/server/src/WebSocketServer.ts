@@ -91,7 +91,7 @@ export class WebSocketServer extends Context.Tag("@effect-websocket/server/WebSo
  */
 export const make = <Data = undefined, E = never, R = never, E2 = never, R2 = never>(
   options: Options<Data, E, R, E2, R2>
-): Effect.Effect<Service, ServerError, Scope.Scope | R | R2> =>
+): Effect.Effect<Service, ServerError, Scope.Scope | Exclude<R, Scope.Scope> | R2> =>
   Effect.map(listen(options), ({ address, engine, secure }) => {
     const host = address.family === "IPv6" ? `[${address.address}]` : address.address
     return {
@@ -109,4 +109,5 @@ export const make = <Data = undefined, E = never, R = never, E2 = never, R2 = ne
  */
 export const layer = <Data = undefined, E = never, R = never, E2 = never, R2 = never>(
   options: Options<Data, E, R, E2, R2>
-): Layer.Layer<WebSocketServer, ServerError, R | R2> => Layer.scoped(WebSocketServer, make(options))
+): Layer.Layer<WebSocketServer, ServerError, Exclude<R, Scope.Scope> | R2> =>
+  Layer.scoped(WebSocketServer, make(options))

@@ -1,10 +1,11 @@
 import { PolicyViolationError } from "@effect-websocket/protocol/Errors"
 import { headerLength, Opcode, writeHeader } from "@effect-websocket/protocol/Frame"
 import { PerMessageDeflate } from "@effect-websocket/protocol/PerMessageDeflate"
-import { Metric, MetricBoundaries } from "effect"
+import { Effect, Metric, MetricBoundaries, Scope } from "effect"
 import * as Metrics from "../Metrics.js"
 import type { Message, WebSocket } from "../WebSocket.js"
-import { WsConnection } from "./connection.js"
+import type { ConnectionPort } from "./port.js"
+import { portOf } from "./port.js"
 
 // ---------------------------------------------------------------------------------------
 // Metrics
@@ -67,10 +68,10 @@ export type Delivery =
 const PLAIN: Delivery = { _tag: "Plain" }
 
 /** The delivery class of a connection, from the permessage-deflate parameters it agreed. */
-export const deliveryOf = (conn: WsConnection<unknown>): Delivery => {
-  const o = conn.options.perMessageDeflate
-  const agreed = conn.deflate
-  if (o === undefined || agreed === undefined) return PLAIN
+export const deliveryOf = (conn: ConnectionPort): Delivery => {
+  const compression = conn.compression
+  if (compression === undefined) return PLAIN
+  const { options: o, params: agreed } = compression
   if (!agreed.serverNoContextTakeover) return { _tag: "Own", threshold: o.threshold }
   // PerMessageDeflate raises 8 to 9 the same way (see `negotiate`).
   const windowBits = Math.max(9, agreed.serverMaxWindowBits)
@@ -94,32 +95,6 @@ const frameOf = (opcode: number, rsv1: boolean, payload: Uint8Array): Buffer => 
 }
 
 // ---------------------------------------------------------------------------------------
-// Pre-framed writes: the accessor the public handle lacks
-// ---------------------------------------------------------------------------------------
-
-/**
- * Whether a connection takes data frames: open, not closing either way. This and the two
- * functions below are everything Broadcast needs beyond the public `WebSocket` handle; they
- * reach into `WsConnection` (the only implementation of the handle) and would become handle
- * methods (`unsafeBufferedAmount()`, `unsafeSendFrame(frame)`) if the engine grew them.
- */
-export const isAccepting = (conn: WsConnection<unknown>): boolean =>
-  !conn.isTransportClosed && !conn.core.closeExpected
-
-/**
- * Writes a complete frame built elsewhere. What the connection queued before goes out first
- * (its pending batch is flushed), so the frame keeps its place among the connection's own
- * sends. The frame must be a final, unmasked data frame; RSV1 only where permessage-deflate was
- * agreed and the payload was compressed on a fresh context (`server_no_context_takeover`).
- */
-export const writeFrame = (conn: WsConnection<unknown>, frame: Uint8Array): void => {
-  conn.writePrebuilt(frame)
-  if (conn.socket.writableLength > conn.options.maxBufferedBytes) {
-    conn.terminate(new PolicyViolationError({ reason: "send buffer over limit" }))
-  }
-}
-
-// ---------------------------------------------------------------------------------------
 // The local registry
 // ---------------------------------------------------------------------------------------
 
@@ -131,8 +106,8 @@ export interface Policy {
 /** One connection that subscribed to something; kept until its transport closes. */
 export interface Member {
   readonly ws: WebSocket<unknown>
-  /** The engine's connection, when the handle is one (always, unless wrapped). */
-  readonly conn: WsConnection<unknown> | undefined
+  /** The connection's port, when the handle is one of the engine's (always, unless wrapped). */
+  readonly conn: ConnectionPort | undefined
   readonly delivery: Delivery
   readonly topics: Map<string, Policy>
 }
@@ -167,11 +142,12 @@ export class Registry {
     if (this.closed) return
     let member = this.members.get(ws)
     if (member === undefined) {
-      const conn = ws instanceof WsConnection ? ws as WsConnection<unknown> : undefined
-      if (conn !== undefined && conn.isTransportClosed) return
+      const conn = portOf(ws)
+      if (conn !== undefined && conn.transportEnded) return
       member = { ws, conn, delivery: conn === undefined ? PLAIN : deliveryOf(conn), topics: new Map() }
       this.members.set(ws, member)
-      if (conn !== undefined) conn.socket.once("close", () => this.remove(ws))
+      // released with the rest of what the connection holds, when its Scope closes
+      if (conn !== undefined) Effect.runSync(Scope.addFinalizer(conn.scope, Effect.sync(() => this.remove(ws))))
       else this.watch(ws)
     }
     member.topics.set(topic, policy)
@@ -260,7 +236,7 @@ export class Registry {
         fallbacks.push([member, policy])
         continue
       }
-      if (!isAccepting(conn)) continue
+      if (!conn.accepting) continue
       if (conn.bufferedBytes() > policy.maxBufferedBytes) {
         if (policy.onSlow === "close") (slow ??= []).push(member)
         else skipped++
@@ -285,7 +261,7 @@ export class Registry {
           compressed++
         }
       }
-      writeFrame(conn, frame)
+      conn.writeFrame(frame)
       sent++
       rawFrames++
       rawBytes += frame.length

@@ -1,139 +1,362 @@
 import type { Connection } from "@effect-websocket/protocol/Connection"
-import { checkClose } from "@effect-websocket/protocol/Connection"
-import type { PerMessageDeflateParams } from "@effect-websocket/protocol/PerMessageDeflate"
+import { isProtocolError } from "@effect-websocket/protocol/Errors"
 import type { ProtocolError } from "@effect-websocket/protocol/Errors"
-import { Cause, Chunk, Deferred, Effect, Exit, FiberId, Option, Stream } from "effect"
-import type { Context, Fiber, Tracer } from "effect"
-import type { Socket } from "node:net"
-import { InternalError, InvalidSendError, PolicyViolationError, WebSocketClosedError } from "../Errors.js"
+import type { PerMessageDeflateParams, ResolvedPerMessageDeflateOptions } from "@effect-websocket/protocol/PerMessageDeflate"
+import { Cause, Context, Deferred, Effect, Exit, FiberId, FiberRef, Option, Runtime, Scope, Tracer } from "effect"
+import type { Clock, Fiber, Stream } from "effect"
+import type { Duplex } from "node:stream"
+import {
+  InternalError,
+  InvalidPayloadError,
+  InvalidSendError,
+  PolicyViolationError,
+  WebSocketClosedError
+} from "../Errors.js"
+import { MessageDecodeError } from "../MessageSchema.js"
 import * as Metrics from "../Metrics.js"
 import type { CloseInfo, Message, RequestInfo, SendOptions, WebSocket } from "../WebSocket.js"
+import { Inbox, NO_TAGS } from "./inbox.js"
+import type { InboxHost } from "./inbox.js"
+import { Lifecycle } from "./lifecycle.js"
+import type { LifecycleHost } from "./lifecycle.js"
 import type { Resolved } from "./options.js"
-
-/** Marks the end of the inbox: the peer's Close, a failure, or the end of the transport. */
-const END: unique symbol = Symbol("end")
-type Item = Message | typeof END
+import { Outbox } from "./outbox.js"
+import type { OutboxHost } from "./outbox.js"
+import type { ConnectionPort } from "./port.js"
+import { PortId } from "./port.js"
 
 let nextId = 1
-/** Metric updates pass one shared tags array: Effect caches the metric hook per array. */
-export const NO_TAGS: Array<never> = []
 const CLOSED = new WebSocketClosedError({ reason: "connection is not open" })
 
-type Resume<A, E> = (effect: Effect.Effect<A, E>) => void
+/** What the engine hears from a connection: it ended (its Scope closed). */
+export interface Owner {
+  released(port: ConnectionPort): void
+}
 
-/** What a message counts for in the byte limits (UTF-16 units for text, as before encoding). */
-const messageSize = (m: Message): number => (typeof m === "string" ? m.length : m.byteLength)
+/** The options a connection starts with. */
+export interface Setup<Data> {
+  readonly transport: Duplex
+  readonly core: Connection
+  readonly options: Resolved
+  readonly request: RequestInfo
+  readonly protocol: string | undefined
+  readonly extensions: string | undefined
+  /** The permessage-deflate parameters agreed, if any (what `extensions` says, parsed). */
+  readonly deflate: PerMessageDeflateParams | undefined
+  readonly data: Data
+  readonly owner: Owner
+}
+
+/** Reader queue markers: the transport's end of input, and its close. */
+const EOF: unique symbol = Symbol("eof")
+const GONE: unique symbol = Symbol("gone")
+type ReadItem = Buffer | typeof EOF | typeof GONE
+
+/** Turns a handler failure into the close code the connection ends with. */
+export const closeCodeForHandlerFailure = (cause: Cause.Cause<unknown>): { code: number; reason: string } => {
+  const failure = Cause.failureOption(cause)
+  if (Option.isSome(failure) && failure.value instanceof MessageDecodeError) {
+    return { code: 1007, reason: "message does not match the schema" }
+  }
+  return { code: 1011, reason: "internal error" }
+}
 
 /**
- * The I/O glue of one connection: socket events feed the sans-I/O core synchronously
- * (no Effect per frame); decoded messages go to an inbox that the handler's stream drains
- * in batches, or straight to a `run` callback; sends append to the core's output, which is
- * written once per tick (or per socket read) with cork/uncork.
+ * Effect's native tracer builds a span's trace and span ids one character at a time, and V8
+ * keeps such a string as a chain of cons strings: ~24 of them, ~0.75 KB, per connection for
+ * as long as it is open. Reading a character makes V8 flatten each chain in place.
  */
-export class WsConnection<Data> implements WebSocket<Data> {
+const flattenIds = (span: Tracer.Span): void => {
+  span.traceId.charCodeAt(0)
+  span.spanId.charCodeAt(0)
+}
+
+/**
+ * One connection: the handle its handler gets, and the port the engine and broadcast use.
+ *
+ * It is a Scoped resource. `lifetime` runs on the connection's fiber: it makes the
+ * connection's Scope, forks the reader fiber in it, runs the handler with that Scope in its
+ * context, closes with the code the handler's end calls for, waits for the transport to
+ * close, and closes the Scope, which runs the handler's finalizers (in reverse order, once)
+ * and then releases what the connection holds (its `run` Effects, the core's compression
+ * contexts, the transport, its place in the engine's keepalive set).
+ *
+ * The work is split by concept: the inbox (delivery to a Stream or a `run` callback, flow
+ * control), the outbox (frames, hold queue, one write per batch, the writer fiber under
+ * backpressure) and the lifecycle (close bookkeeping, deadlines, the close-timeout fiber).
+ */
+export class WsConnection<Data> implements WebSocket<Data>, ConnectionPort, InboxHost, OutboxHost, LifecycleHost {
   readonly id = nextId++
+  readonly transport: Duplex
+  readonly core: Connection
+  readonly options: Resolved
+  readonly request: RequestInfo
+  readonly protocol: string | undefined
+  readonly extensions: string | undefined
+  readonly deflate: PerMessageDeflateParams | undefined
+  readonly data: Data
+  private readonly owner: Owner
+  private readonly inbox: Inbox
+  private readonly outbox: Outbox
+  private readonly life: Lifecycle
 
-  // inbox
-  private items: Array<Item> = []
-  private head = 0
-  private inboxBytes = 0
-  private waiter: Resume<Chunk.Chunk<Message>, Option.Option<ProtocolError>> | undefined = undefined
-  private consumer = false
-  /** A batch was handed out and the consumer has not asked for the next one yet. */
-  private batchOut = false
-  private paused = false
-  /** `run`: the callback, the context its Effects run in, and those of them still running. */
-  private callback: ((m: Message) => unknown) | undefined = undefined
-  private runContext: Context.Context<never> | undefined = undefined
-  private running = 0
-  private runningBytes = 0
-  private runFailed = false
+  // the reader fiber: transport events wait here for it, in order
+  private pending: Array<ReadItem> | undefined = undefined
+  private readerResume: ((e: Effect.Effect<void>) => void) | undefined = undefined
+  private readerAlive = false
 
-  // writer
-  private flushQueued = false
-  private inReader = false
-  private drainWaiters: Array<() => void> | undefined = undefined
-  private pongWaiters: Array<Resume<number, never>> | undefined = undefined
-  private pingSentAt = 0
-  private transportClosed = false
-
-  // Deadlines, checked by the server's timer fiber (no timer or fiber per idle connection).
-  /** Last data message either way (idle timeout). */
-  lastActivity = Date.now()
-  /** Last bytes from the peer (keepalive: a live peer needs no ping). */
-  lastSeen = this.lastActivity
-  /** When our keepalive ping went out; 0 when none is outstanding. */
-  pingOutstandingSince = 0
-  /** When the close timeout expires; 0 while open. */
-  closeDeadline = 0
-  /** Told once when the socket is closed (the engine's bookkeeping). */
-  owner: { readonly transportClosed: (ws: WsConnection<Data>) => void } | undefined = undefined
-  /** The handler's fiber and the connection's span (set by the engine). */
-  fiber: Fiber.RuntimeFiber<unknown, unknown> | undefined = undefined
-  span: Tracer.Span | undefined = undefined
+  // the Effect side, set when the connection's fiber starts
+  private runtime: Runtime.Runtime<never> | undefined = undefined
+  private scopeRef: Scope.CloseableScope | undefined = undefined
+  private handlerFiber: Fiber.RuntimeFiber<unknown, unknown> | undefined = undefined
+  handlerRunning = false
+  private span: Tracer.Span | undefined = undefined
+  private clock: Clock.Clock | undefined = undefined
 
   private messagesIn = 0
-  private messagesOut = 0
 
-  // Everything below is built on first use: an idle connection holds only the fields above.
-  private stream: Stream.Stream<Message, ProtocolError> | undefined = undefined
-  private closedD: Deferred.Deferred<CloseInfo, ProtocolError> | undefined = undefined
-  private transportD: Deferred.Deferred<void> | undefined = undefined
-  /** How the connection ended, once it has. */
-  private ended: Exit.Exit<CloseInfo, ProtocolError> | undefined = undefined
-  /** `run` callers waiting for the end (no Deferred: an idle `run` keeps one closure). */
-  private endWaiters: Array<Resume<void, ProtocolError>> | undefined = undefined
+  // built on first use: an idle connection holds none of them
   private boundRun: WebSocket<Data>["run"] | undefined = undefined
   private boundSend: WebSocket<Data>["send"] | undefined = undefined
   private boundUnsafeSend: WebSocket<Data>["unsafeSend"] | undefined = undefined
   private boundPing: WebSocket<Data>["ping"] | undefined = undefined
   private boundClose: WebSocket<Data>["close"] | undefined = undefined
 
-  constructor(
-    readonly socket: Socket,
-    readonly core: Connection,
-    readonly options: Resolved,
-    readonly request: RequestInfo,
-    readonly protocol: string | undefined,
-    readonly extensions: string | undefined,
-    /** The permessage-deflate parameters agreed, if any (what `extensions` says, parsed). */
-    readonly deflate: PerMessageDeflateParams | undefined,
-    readonly data: Data
-  ) {
-    // One set of listener functions for every connection; they find theirs on the socket.
-    ;(socket as SocketWithConnection)[CONNECTION] = this as WsConnection<any>
-    socket.on("data", onSocketData)
-    socket.on("end", onSocketEnd)
-    socket.on("close", onSocketClose)
-    socket.on("drain", onSocketDrain)
+  constructor(setup: Setup<Data>, rest: Uint8Array) {
+    this.transport = setup.transport
+    this.core = setup.core
+    this.options = setup.options
+    this.request = setup.request
+    this.protocol = setup.protocol
+    this.extensions = setup.extensions
+    this.deflate = setup.deflate
+    this.data = setup.data
+    this.owner = setup.owner
+    this.inbox = new Inbox(this)
+    this.outbox = new Outbox(this)
+    this.life = new Lifecycle(this)
+    if (rest.length > 0) this.pending = [Buffer.from(rest.buffer, rest.byteOffset, rest.byteLength)]
+    // One set of listener functions for every connection; they find theirs on the transport.
+    const transport = this.transport as TransportWithConnection
+    transport[CONNECTION] = this as WsConnection<any>
+    transport.on("data", onTransportData)
+    transport.on("end", onTransportEnd)
+    transport.on("close", onTransportClose)
+    transport.on("drain", onTransportDrain)
     // errors (ECONNRESET, ...) are followed by 'close'; the cause shows as an abnormal closure
-    if (socket.listenerCount("error") === 0) socket.on("error", noop)
+    if (transport.listenerCount("error") === 0) transport.on("error", noop)
   }
 
-  /** Completes with how the connection ended (made on first use). */
-  get closedDeferred(): Deferred.Deferred<CloseInfo, ProtocolError> {
-    if (this.closedD === undefined) {
-      this.closedD = Deferred.unsafeMake(FiberId.none)
-      if (this.ended !== undefined) Deferred.unsafeDone(this.closedD, this.ended)
-    }
-    return this.closedD
+  get [PortId](): ConnectionPort {
+    return this
   }
 
-  /** Completes when the TCP socket is closed (made on first use). */
-  get transportDeferred(): Deferred.Deferred<void> {
-    if (this.transportD === undefined) {
-      this.transportD = Deferred.unsafeMake(FiberId.none)
-      if (this.transportClosed) Deferred.unsafeDone(this.transportD, Exit.void)
+  // ------------------------------------------------------------------ the connection's fiber
+
+  /**
+   * The connection's whole life, on its own fiber: Scope, reader, handler, close, release.
+   * Interrupting this fiber interrupts the handler (the connection closes with 1001); the
+   * rest (the closing handshake, bounded by the close timeout, and the Scope's finalizers)
+   * runs to its end.
+   */
+  lifetime<E, R>(
+    handler: (ws: WebSocket<Data>) => Effect.Effect<unknown, E, R>,
+    span: boolean
+  ): Effect.Effect<void, never, Exclude<R, Scope.Scope>> {
+    return Effect.uninterruptibleMask((restore) =>
+      Effect.withFiberRuntime<void, never, Exclude<R, Scope.Scope>>((fiber) => {
+        this.handlerFiber = fiber
+        return Effect.flatMap(Effect.zip(Effect.runtime<never>(), Scope.make()), ([runtime, scope]) => {
+          this.runtime = runtime
+          this.scopeRef = scope
+          // a close that began before this fiber ran gets its close timeout now
+          if (this.core.closeExpected) this.life.closing()
+          return Effect.zipRight(
+            Scope.addFinalizer(scope, Effect.suspend(() => this.release())),
+            Effect.zipRight(
+              Effect.forkIn(Effect.interruptible(this.reader()), scope),
+              Effect.flatMap(
+                Effect.exit(restore(this.runHandler(handler, scope, span))),
+                (exit) => this.afterHandler(exit, scope)
+              )
+            )
+          )
+        })
+      })
+    ) as Effect.Effect<void, never, Exclude<R, Scope.Scope>>
+  }
+
+  private runHandler<E, R>(
+    handler: (ws: WebSocket<Data>) => Effect.Effect<unknown, E, R>,
+    scope: Scope.Scope,
+    span: boolean
+  ): Effect.Effect<unknown, E, Exclude<R, Scope.Scope>> {
+    this.handlerRunning = true
+    // The Scope (and the span) go into the fiber's context for good rather than through a
+    // `provideService` frame each: the fiber is the connection's, and it ends with it.
+    const withScope = Effect.zipRight(
+      FiberRef.update(FiberRef.currentContext, Context.add(Scope.Scope, scope)),
+      Effect.suspend(() => handler(this))
+    ) as Effect.Effect<unknown, E, Exclude<R, Scope.Scope>>
+    if (!span) return withScope
+    // The handler inside the connection's span, the parent of the spans it makes; the span
+    // ends when the handler does (`afterHandler`).
+    return Effect.flatMap(
+      Effect.makeSpan("websocket.connection", {
+        attributes: { "websocket.id": this.id, "url.path": this.request.url },
+        captureStackTrace: false
+      }),
+      (s) =>
+        Effect.clockWith((clock) => {
+          flattenIds(s)
+          this.span = s
+          this.clock = clock
+          return Effect.zipRight(FiberRef.update(FiberRef.currentContext, Context.add(Tracer.ParentSpan, s)), withScope)
+        })
+    )
+  }
+
+  /** The handler ended: close with the code its end calls for, wait for the transport, release. */
+  private afterHandler(exit: Exit.Exit<unknown, unknown>, scope: Scope.CloseableScope): Effect.Effect<void> {
+    this.handlerRunning = false
+    this.handlerFiber = undefined
+    const span = this.span
+    if (span !== undefined) {
+      this.span = undefined
+      if (span.status._tag === "Started") {
+        span.end(span.status.startTime === BigInt(0) ? BigInt(0) : this.clock!.unsafeCurrentTimeNanos(), exit)
+      }
     }
-    return this.transportD
+    let log: Effect.Effect<void> = Effect.void
+    if (Exit.isSuccess(exit)) {
+      this.startClose(1000, "")
+    } else if (Cause.isInterruptedOnly(exit.cause)) {
+      this.startClose(1001, "")
+    } else {
+      const failure = Cause.failureOption(exit.cause)
+      const error = Option.isSome(failure) ? failure.value : undefined
+      // The stream's own protocol error, or a send after the peer left: already closing.
+      const closing = error !== undefined &&
+        (isProtocolError(error) && this.core.failure !== undefined || error instanceof WebSocketClosedError)
+      if (!closing) {
+        const { code, reason } = closeCodeForHandlerFailure(exit.cause)
+        if (code === 1007) {
+          this.terminate(new InvalidPayloadError({ reason }))
+        } else {
+          this.terminate(new InternalError({ reason: "internal error", cause: exit.cause }))
+          log = Effect.logError("WebSocket handler failed", exit.cause)
+        }
+      }
+    }
+    this.life.handlerDone()
+    return Effect.zipRight(
+      log,
+      Effect.zipRight(
+        this.life.transportGone,
+        Effect.zipRight(this.inbox.interruptAll(), Scope.close(scope, exit))
+      )
+    )
+  }
+
+  /** The Scope's own finalizer (the first added, so the last run): what the connection holds. */
+  private release(): Effect.Effect<void> {
+    this.readerAlive = false
+    this.outbox.dropHeld()
+    this.core.dispose()
+    if (!this.transport.destroyed) this.transport.destroy()
+    this.life.handlerDone()
+    this.owner.released(this)
+    return this.inbox.interruptAll()
+  }
+
+  /** Forks an Effect in the connection's Scope, with the connection fiber's runtime. */
+  fork(effect: Effect.Effect<void>): Fiber.RuntimeFiber<void> | undefined {
+    const scope = this.scopeRef
+    if (scope === undefined || this.runtime === undefined) return undefined
+    // the runtime was taken in the connection fiber's uninterruptible region: the forks are not
+    return Runtime.runFork(this.runtime)(Effect.interruptible(effect), { scope })
+  }
+
+  /** Interrupts the handler (it outlived its transport by the close timeout). */
+  interruptHandler(): boolean {
+    const f = this.handlerFiber
+    if (f === undefined) return false
+    f.unsafeInterruptAsFork(FiberId.none)
+    return true
+  }
+
+  /** The connection's Scope (the port's; defined once the connection's fiber has started). */
+  get scope(): Scope.Scope {
+    return this.scopeRef!
   }
 
   // ------------------------------------------------------------------ reader
 
-  onData(chunk: Buffer): void {
+  /**
+   * The reader fiber: resumed once per transport event (a read, its end, its close), it feeds
+   * the protocol core and delivers what came out, then flushes what the core has to send as
+   * one batch. No Effect per frame or per message.
+   */
+  private reader(): Effect.Effect<void> {
+    this.readerAlive = true
+    this.transport.resume()
+    return readerStep(this)
+  }
+
+  /** @internal one reader step: handle what waits, or suspend until an event arrives. */
+  readStep(): Effect.Effect<void> | undefined {
+    // events that arrive while these are handled (a 'close' emitted by a destroy) are handled too
+    for (let items = this.pending; items !== undefined; items = this.pending) {
+      this.pending = undefined
+      this.handle(items)
+    }
+    if (this.life.transportEnded) {
+      this.readerAlive = false
+      return undefined
+    }
+    return Effect.async<void>((resume) => {
+      this.readerResume = resume
+      return Effect.sync(() => {
+        this.readerResume = undefined
+      })
+    })
+  }
+
+  /** A transport event: to the reader fiber, or handled here when there is no reader. */
+  feed(item: ReadItem): void {
+    if (!this.readerAlive) {
+      this.handle([item])
+      return
+    }
+    const p = this.pending
+    if (p === undefined) this.pending = [item]
+    else p.push(item)
+    const r = this.readerResume
+    if (r !== undefined) {
+      this.readerResume = undefined
+      r(Effect.void)
+    }
+  }
+
+  private handle(items: Array<ReadItem>): void {
+    const outbox = this.outbox
+    outbox.inReader = true
+    for (let i = 0; i < items.length; i++) {
+      const item = items[i]!
+      if (item === EOF) this.onEnd()
+      else if (item === GONE) this.onGone()
+      else this.onData(item)
+    }
+    outbox.inReader = false
+    outbox.flush()
+    this.inbox.settle()
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.life.transportEnded) return
     const received = this.messagesIn
-    this.lastSeen = Date.now()
-    this.inReader = true
+    const life = this.life
+    life.lastSeen = Date.now()
     const core = this.core
     core.receiveData(chunk)
     const events = core.eventsReceived()
@@ -143,13 +366,13 @@ export class WsConnection<Data> implements WebSocket<Data> {
         case "Text":
         case "Binary":
           this.messagesIn++
-          this.deliver(e.data)
+          this.inbox.push(e.data)
           break
         case "Pong":
-          this.onPong()
+          life.onPong()
           break
         case "Close":
-          if (this.closeInitiator === undefined) this.closeInitiator = "remote"
+          if (life.initiator === undefined) life.initiator = "remote"
           break
         case "Ping":
           break
@@ -157,161 +380,168 @@ export class WsConnection<Data> implements WebSocket<Data> {
     }
     Metrics.bytesReceived.unsafeUpdate(chunk.length, NO_TAGS)
     if (this.messagesIn !== received) {
-      this.lastActivity = this.lastSeen
+      life.lastActivity = life.lastSeen
       Metrics.messagesReceived.unsafeUpdate(this.messagesIn - received, NO_TAGS)
     }
-    if (core.failure !== undefined && this.closeInitiator === undefined) this.closeInitiator = "local"
-    if (core.closeExpected) this.onClosing()
-    this.inReader = false
-    this.flush()
-    if (this.inboxBytes > this.options.inboxHighWaterMark && !this.paused) {
-      this.paused = true
-      this.socket.pause()
-      Metrics.backpressureEvents.unsafeUpdate(1, NO_TAGS)
-    }
-    this.wake()
+    if (core.failure !== undefined && life.initiator === undefined) life.initiator = "local"
+    if (core.closeExpected) this.closing()
   }
 
-  private deliver(m: Message): void {
-    const cb = this.callback
-    if (cb !== undefined) {
-      const r = cb(m)
-      if (r !== undefined && Effect.isEffect(r)) this.runEffect(r, messageSize(m))
-      return
-    }
-    this.items.push(m)
-    this.inboxBytes += messageSize(m)
-  }
-
-  private onClosing(): void {
-    const core = this.core
-    if (core.closeOwed) {
-      if (!this.items.includes(END, this.head)) this.items.push(END)
-      // Reply at once unless a consumer still has messages from before the Close to answer.
-      if (!this.consumer || (this.head === this.items.length - 1 && !this.batchOut)) this.replyClose()
-    } else if (this.items[this.items.length - 1] !== END) {
-      this.items.push(END)
-    }
-    if (this.closeDeadline === 0) this.closeDeadline = Date.now() + this.options.closeTimeout
-  }
-
-  /** @internal the next-tick flush. */
-  flushTick(): void {
-    this.flushQueued = false
-    this.flush()
-  }
-
-  onEnd(): void {
+  private onEnd(): void {
+    if (this.life.transportEnded) return
     this.core.receiveEof()
-    this.onClosing()
-    this.flush()
-    this.wake()
+    this.closing()
   }
 
-  onClose(): void {
-    if (this.transportClosed) return
-    this.transportClosed = true
-    this.dropHeld()
+  private onGone(): void {
+    if (this.life.transportEnded) return
+    this.outbox.dropHeld()
     const core = this.core
     if (!core.eofReceived) core.receiveEof()
-    if (this.items[this.items.length - 1] !== END) this.items.push(END)
-    const failure = core.failure
-    const received = core.closeReceived
-    const sent = core.closeSent
-    const wasClean = core.closeHandshakeDone
-    const last = received ?? (wasClean ? sent : undefined)
-    const info: CloseInfo = {
-      code: failure !== undefined ? failure.closeCode : last?.code ?? 1006,
-      reason: failure !== undefined ? failure.reason : last?.reason ?? "",
-      wasClean,
-      initiatedBy: this.closeInitiator ?? (sent !== undefined ? "local" : "transport")
-    }
-    Metrics.closeCodes.unsafeUpdate(String(info.code), NO_TAGS)
-    core.dispose()
-    const ended = this.ended = failure !== undefined && !this.localFailure ? Exit.fail(failure) : Exit.succeed(info)
-    if (this.closedD !== undefined) Deferred.unsafeDone(this.closedD, ended)
-    if (this.transportD !== undefined) Deferred.unsafeDone(this.transportD, Exit.void)
-    const endWaiters = this.endWaiters
-    if (endWaiters !== undefined) {
-      this.endWaiters = undefined
-      const result = Exit.asVoid(ended)
-      for (const w of endWaiters) w(result)
-    }
-    this.owner?.transportClosed(this)
-    this.onDrain()
-    const pongs = this.pongWaiters
-    if (pongs !== undefined) {
-      this.pongWaiters = undefined
-      for (const w of pongs) w(Effect.interrupt as any)
-    }
-    this.wake()
+    this.inbox.end()
+    this.life.transportClosed(core)
+    this.outbox.release()
   }
 
-  /** Who sent the first Close frame. */
-  private closeInitiator: "local" | "remote" | undefined = undefined
-  /** True when the failure is ours (hard limit, keepalive), not the peer's. */
-  private localFailure = false
+  // ------------------------------------------------------------------ hosts' callbacks
 
-  // ------------------------------------------------------------------ inbox
-
-  private wake(): void {
-    const w = this.waiter
-    if (w !== undefined && (this.head < this.items.length)) {
-      this.waiter = undefined
-      w(Effect.suspend(() => this.take()))
-    }
+  get inboxHighWaterMark(): number {
+    return this.options.inboxHighWaterMark
   }
 
-  private take(): Effect.Effect<Chunk.Chunk<Message>, Option.Option<ProtocolError>> {
-    this.consumer = true
-    this.batchOut = false
-    const items = this.items
-    const start = this.head
-    if (start < items.length) {
-      if (items[start] === END) return this.reachEnd()
-      let end = start
-      let bytes = 0
-      while (end < items.length && items[end] !== END) {
-        const m = items[end] as Message
-        bytes += messageSize(m)
-        end++
-      }
-      const batch = items.slice(start, end) as Array<Message>
-      if (end === items.length) {
-        this.items = []
-        this.head = 0
-      } else {
-        this.head = end
-      }
-      this.inboxBytes -= bytes
-      this.batchOut = true
-      if (this.paused && this.inboxBytes <= this.options.inboxHighWaterMark >>> 1 && !this.transportClosed) {
-        this.paused = false
-        this.socket.resume()
-      }
-      return Effect.succeed(Chunk.unsafeFromArray(batch))
-    }
-    return Effect.async<Chunk.Chunk<Message>, Option.Option<ProtocolError>>((resume) => {
-      this.waiter = resume
-      return Effect.sync(() => {
-        if (this.waiter === resume) this.waiter = undefined
-      })
-    })
+  setReading(on: boolean): void {
+    if (this.life.transportEnded) return
+    if (on) this.transport.resume()
+    else this.transport.pause()
   }
 
-  /** The consumer handled everything before the Close: send the owed Close reply now. */
-  private reachEnd(): Effect.Effect<never, Option.Option<ProtocolError>> {
+  caughtUp(): void {
     if (this.core.closeOwed) {
-      this.replyClose()
-      this.flush()
+      this.outbox.replyClose()
+      this.outbox.flush()
     }
-    const failure = this.core.failure
-    return Effect.fail(failure !== undefined && !this.localFailure ? Option.some(failure) : Option.none())
   }
 
-  /** Built on first use: a connection handled with `run` never pays for a Stream. */
+  endFailure(): Option.Option<ProtocolError> {
+    const failure = this.core.failure
+    return failure !== undefined && !this.life.localFailure ? Option.some(failure) : Option.none()
+  }
+
+  fail(error: ProtocolError): void {
+    this.terminate(error)
+  }
+
+  get transportEnded(): boolean {
+    return this.life.transportEnded
+  }
+
+  touch(): void {
+    this.life.lastActivity = Date.now()
+  }
+
+  /**
+   * A close is under way (the peer's Close, ours, a failure, the transport's end): the inbox
+   * ends, the owed Close goes out once the consumer has handled what came before it, and the
+   * close timeout starts.
+   */
+  closing(): void {
+    const inbox = this.inbox
+    inbox.end()
+    if (this.core.closeOwed && inbox.drained) this.outbox.replyClose()
+    this.life.closing()
+  }
+
+  /** The transport drained: the writer fiber goes on. */
+  drained(): void {
+    this.outbox.release()
+  }
+
+  // ------------------------------------------------------------------ port
+
+  get accepting(): boolean {
+    return !this.life.transportEnded && !this.core.closeExpected
+  }
+
+  get transportClosed(): Effect.Effect<void> {
+    return this.life.transportGone
+  }
+
+  get compression(): ConnectionPort["compression"] {
+    const options: ResolvedPerMessageDeflateOptions | undefined = this.options.perMessageDeflate
+    const params = this.deflate
+    return options === undefined || params === undefined ? undefined : { options, params }
+  }
+
+  bufferedBytes(): number {
+    return this.outbox.bufferedBytes()
+  }
+
+  sendNow(data: Message, options?: SendOptions): boolean {
+    return this.outbox.send(data, options)
+  }
+
+  writeFrame(frame: Uint8Array): void {
+    this.outbox.writePrebuilt(frame)
+    if (this.transport.writableLength > this.options.maxBufferedBytes) {
+      this.terminate(new PolicyViolationError({ reason: "send buffer over limit" }))
+    }
+  }
+
+  /** Fails the connection from our side (hard limit, handler failure, keepalive). */
+  terminate(error: ProtocolError): void {
+    const life = this.life
+    if (life.transportEnded) return
+    life.localFailure = true
+    if (life.initiator === undefined) life.initiator = "local"
+    this.outbox.dropHeld()
+    this.core.fail(error)
+    this.core.sendOwedClose()
+    this.outbox.flush()
+    this.closing()
+  }
+
+  /** Starts the closing handshake with our code; no-op when closing already. */
+  startClose(code: number, reason: string): InvalidSendError | undefined {
+    const life = this.life
+    if (life.transportEnded) return undefined
+    const core = this.core
+    if (core.state !== "OPEN" && !core.closeOwed) return undefined
+    if (life.initiator === undefined) life.initiator = "local"
+    return this.outbox.close(code, reason)
+  }
+
+  /** Sends an owed Close (if any) and destroys the transport: the close timeout expired. */
+  destroy(): void {
+    if (this.life.transportEnded) return
+    this.outbox.dropHeld()
+    this.core.sendOwedClose()
+    this.outbox.flush()
+    this.transport.destroy()
+  }
+
+  checkDeadlines(now: number): void {
+    const life = this.life
+    if (life.transportEnded || this.core.closeExpected) return
+    switch (life.deadline(now)) {
+      case "ping":
+        if (this.core.sendPing() === undefined) {
+          life.pingOutstandingSince = life.pingSentAt = now
+          this.outbox.flush()
+        }
+        break
+      case "cut":
+        this.destroy()
+        break
+      case "idle":
+        this.startClose(1001, "idle timeout")
+        break
+    }
+  }
+
+  // ------------------------------------------------------------------ the handle
+
   get messages(): Stream.Stream<Message, ProtocolError> {
-    return this.stream ??= Stream.repeatEffectChunkOption(Effect.suspend(() => this.take()))
+    return this.inbox.messages
   }
 
   // The handle's functions, each bound to this connection on first use (so that `ws.send` can
@@ -338,409 +568,75 @@ export class WsConnection<Data> implements WebSocket<Data> {
     return this.boundClose ??= (code, reason) => this.closeEffect(code, reason)
   }
   get closed(): Effect.Effect<CloseInfo, ProtocolError> {
-    return Deferred.await(this.closedDeferred)
+    return Deferred.await(this.life.closedDeferred)
   }
   get bufferedAmount(): Effect.Effect<number> {
     return Effect.sync(() => this.bufferedBytes())
   }
 
-  runWith<_, E, R>(
+  private runWith<_, E, R>(
     onMessage: (message: Message) => Effect.Effect<_, E, R> | void
   ): Effect.Effect<void, ProtocolError | E, R> {
-    return Effect.withFiberRuntime<void, ProtocolError | E, R>((fiber) => {
-      this.runContext = fiber.currentContext
-      // Messages already in the inbox go first, in order.
-      const items = this.items
-      const pending = items.slice(this.head).filter((m): m is Message => m !== END)
-      const ended = items.includes(END, this.head)
-      items.length = 0
-      if (ended) items.push(END)
-      this.head = 0
-      this.inboxBytes = 0
-      this.consumer = true
-      this.callback = onMessage
-      if (this.paused && !this.transportClosed) {
-        this.paused = false
-        this.socket.resume()
-      }
-      for (const m of pending) this.deliver(m)
-      if (this.core.closeOwed) {
-        this.replyClose()
-        this.flush()
-      }
-      return this.awaitEnd()
+    return Effect.flatMap(Effect.runtime<never>(), (runtime) => {
+      this.inbox.start(onMessage, runtime)
+      if (this.core.closeOwed) this.caughtUp()
+      return this.life.awaitEnd()
     })
   }
 
-  /**
-   * Runs an Effect the `run` callback returned, concurrently with the others; while the ones
-   * still running hold more than the inbox high-water mark (or 1,024 of them run), reading is
-   * paused. The first failure ends the connection (1011).
-   */
-  private runEffect(effect: Effect.Effect<unknown, unknown, any>, size: number): void {
-    this.running++
-    this.runningBytes += size
-    if (!this.paused && (this.runningBytes > this.options.inboxHighWaterMark || this.running > 1024)) {
-      this.paused = true
-      this.socket.pause()
-      Metrics.backpressureEvents.unsafeUpdate(1, NO_TAGS)
-    }
-    Effect.runFork(Effect.provide(effect, this.runContext!) as Effect.Effect<unknown, unknown>).addObserver((exit) => {
-      this.running--
-      this.runningBytes -= size
-      if (
-        this.paused && !this.transportClosed && this.runningBytes <= this.options.inboxHighWaterMark >>> 1 &&
-        this.running <= 512
-      ) {
-        this.paused = false
-        this.socket.resume()
-      }
-      if (exit._tag === "Failure" && !this.runFailed && !Cause.isInterruptedOnly(exit.cause)) {
-        this.runFailed = true
-        this.terminate(new InternalError({ reason: "handler failed", cause: exit.cause }))
-      }
-    })
-  }
-
-  /**
-   * Completes when the connection has ended (fails with the peer's protocol error). Not
-   * interruptible from outside the fiber's own interruption: the waiter stays until the end.
-   */
-  private awaitEnd(): Effect.Effect<void, ProtocolError> {
-    const ended = this.ended
-    if (ended !== undefined) return Exit.asVoid(ended)
-    return Effect.async<void, ProtocolError>((resume) => {
-      // a literal of one: an idle connection keeps no spare capacity
-      if (this.endWaiters === undefined) this.endWaiters = [resume]
-      else this.endWaiters.push(resume)
-    })
-  }
-
-  // ------------------------------------------------------------------ writer
-
-  /** Queues a message; false when the connection is not open. */
-  sendNow(data: Message, options?: SendOptions): boolean {
-    if (this.transportClosed) return false
-    const compress = options?.compress ?? true
-    if (this.held !== undefined) return this.hold(data, compress)
-    const core = this.core
-    if (core.offloads(data, compress)) {
-      const text = typeof data === "string"
-      const input = core.compressLater(data, (payload) => this.offloaded(text, payload, input.byteLength))
-      this.held = []
-      this.heldBytes += input.byteLength
-      return true
-    }
-    const err = typeof data === "string" ? core.sendText(data, compress) : core.sendBinary(data, compress)
-    if (err !== undefined) return false
-    this.messagesOut++
-    this.scheduleFlush()
-    return true
-  }
-
-  // A message compressed off the event loop holds back everything this connection sends after
-  // it (messages, prebuilt frames, our Close and the owed Close) until it is queued; pings and
-  // pongs may go first (control frames may precede a message not yet started).
-  private held: Array<Held> | undefined = undefined
-  /** Bytes of the messages held back and of the one being compressed (for backpressure). */
-  private heldBytes = 0
-  /** A Close is among the held items: no message may be sent after it. */
-  private closeHeld = false
-
-  private hold(data: Message, compress: boolean): boolean {
-    if (this.closeHeld || this.core.state !== "OPEN") return false
-    this.held!.push({ kind: "message", data, compress })
-    this.heldBytes += messageSize(data)
-    return true
-  }
-
-  private offloaded(text: boolean, payload: Buffer, inputBytes: number): void {
-    const held = this.held
-    // dropped meanwhile: the connection failed or its transport closed
-    if (held === undefined) return
-    this.held = undefined
-    this.heldBytes -= inputBytes
-    if (this.core.sendCompressed(text, payload) === undefined) this.messagesOut++
-    for (let i = 0; i < held.length; i++) {
-      const item = held[i]!
-      const again = this.held as Array<Held> | undefined
-      if (again !== undefined) {
-        again.push(item) // another large message is being compressed: the rest waits behind it
-        continue
-      }
-      switch (item.kind) {
-        case "message":
-          this.heldBytes -= messageSize(item.data)
-          this.sendNow(item.data, { compress: item.compress })
-          break
-        case "frame":
-          this.heldBytes -= item.frame.byteLength
-          this.writePrebuilt(item.frame)
-          break
-        case "close":
-          this.closeHeld = false
-          this.startClose(item.code, item.reason)
-          break
-        case "owed":
-          this.replyClose()
-          break
-      }
-    }
-    this.flush()
-    if (this.drainWaiters !== undefined && this.bufferedBytes() <= this.options.highWaterMark) this.onDrain()
-  }
-
-  /** Drops what is held (the connection failed or closed): nothing more will be written. */
-  private dropHeld(): void {
-    this.held = undefined
-    this.heldBytes = 0
-    this.closeHeld = false
-  }
-
-  /** Sends the Close owed to the peer, after whatever is held. */
-  private replyClose(): void {
-    const held = this.held
-    if (held === undefined) this.core.sendOwedClose()
-    else if (!held.some((h) => h.kind === "owed")) held.push({ kind: "owed" })
-  }
-
-  /**
-   * Writes a complete data frame built elsewhere (broadcast), after everything queued before
-   * it; dropped once our Close is queued (nothing may follow it).
-   */
-  writePrebuilt(frame: Uint8Array): void {
-    if (this.transportClosed || this.closeHeld || this.core.state !== "OPEN") return
-    const held = this.held
-    if (held !== undefined) {
-      held.push({ kind: "frame", frame })
-      this.heldBytes += frame.byteLength
-      return
-    }
-    this.flush()
-    this.socket.write(frame)
-    this.lastActivity = Date.now()
-  }
-
-  /** Bytes waiting: held back, queued in the core, and in the socket's buffer. */
-  bufferedBytes(): number {
-    return this.heldBytes + this.core.bufferedAmount + this.socket.writableLength
-  }
-
-  sendEffect(data: Message, options?: SendOptions): Effect.Effect<void, WebSocketClosedError> {
+  private sendEffect(data: Message, options?: SendOptions): Effect.Effect<void, WebSocketClosedError> {
     return Effect.suspend(() => {
-      if (!this.sendNow(data, options)) return Effect.fail(CLOSED)
-      return this.backpressure()
+      if (!this.outbox.send(data, options)) return Effect.fail(CLOSED)
+      return this.outbox.backpressure()
     })
   }
 
-  private backpressure(): Effect.Effect<void> {
-    if (this.bufferedBytes() <= this.options.highWaterMark) return Effect.void
-    this.flush()
-    if (this.heldBytes + this.socket.writableLength <= this.options.highWaterMark || this.transportClosed) {
-      return Effect.void
-    }
-    Metrics.backpressureEvents.unsafeUpdate(1, NO_TAGS)
-    return Effect.async<void>((resume) => {
-      const w = () => resume(Effect.void)
-      ;(this.drainWaiters ??= []).push(w)
-      return Effect.sync(() => {
-        const ws = this.drainWaiters
-        const i = ws === undefined ? -1 : ws.indexOf(w)
-        if (i >= 0) ws!.splice(i, 1)
-      })
-    })
-  }
-
-  onDrain(): void {
-    const ws = this.drainWaiters
-    if (ws === undefined || this.heldBytes > this.options.highWaterMark && !this.transportClosed) return
-    this.drainWaiters = undefined
-    for (const w of ws) w()
-  }
-
-  private scheduleFlush(): void {
-    if (this.inReader || this.flushQueued) return
-    this.flushQueued = true
-    process.nextTick(flushTick, this)
-  }
-
-  /** Writes everything the core produced as one batch (one writev), then closes TCP if due. */
-  flush(): void {
-    if (this.transportClosed) return
-    const core = this.core
-    const out = core.dataToSend()
-    const socket = this.socket
-    if (out.length === 1) {
-      socket.write(out[0]!)
-    } else if (out.length > 1) {
-      socket.cork()
-      for (let i = 0; i < out.length; i++) socket.write(out[i]!)
-      socket.uncork()
-    }
-    if (out.length > 0) {
-      let n = 0
-      for (let i = 0; i < out.length; i++) n += out[i]!.byteLength
-      Metrics.bytesSent.unsafeUpdate(n, NO_TAGS)
-      if (this.messagesOut > 0) {
-        Metrics.messagesSent.unsafeUpdate(this.messagesOut, NO_TAGS)
-        this.messagesOut = 0
-        this.lastActivity = Date.now()
-      }
-    }
-    if (core.closeTransport) {
-      if (!socket.writableEnded) socket.end()
-      if (this.closeDeadline === 0) this.closeDeadline = Date.now() + this.options.closeTimeout
-    } else if (socket.writableLength > this.options.maxBufferedBytes) {
-      this.terminate(new PolicyViolationError({ reason: "send buffer over limit" }))
-    }
-  }
-
-  /** Fails the connection from our side (hard limit, handler failure, keepalive). */
-  terminate(error: ProtocolError): void {
-    if (this.transportClosed) return
-    this.localFailure = true
-    if (this.closeInitiator === undefined) this.closeInitiator = "local"
-    this.dropHeld()
-    this.core.fail(error)
-    this.core.sendOwedClose()
-    this.flush()
-    this.onClosing()
-  }
-
-  /** Starts the closing handshake with our code; no-op when closing already. */
-  startClose(code: number, reason: string): InvalidSendError | undefined {
-    if (this.transportClosed) return undefined
-    const core = this.core
-    if (core.state !== "OPEN" && !core.closeOwed) return undefined
-    const held = this.held
-    if (held !== undefined) {
-      if (this.closeHeld) return undefined
-      const err = checkClose(code, reason)
-      if (err !== undefined) return err
-      if (this.closeInitiator === undefined) this.closeInitiator = "local"
-      this.closeHeld = true
-      held.push({ kind: "close", code, reason })
-      return undefined
-    }
-    if (this.closeInitiator === undefined) this.closeInitiator = "local"
-    const err = core.sendClose(code, reason)
-    if (err !== undefined) return err
-    this.flush()
-    this.onClosing()
-    return undefined
-  }
-
-  /** Sends an owed Close (if any) and destroys the socket: the close timeout expired. */
-  destroy(): void {
-    if (this.transportClosed) return
-    this.dropHeld()
-    this.core.sendOwedClose()
-    this.flush()
-    this.socket.destroy()
-  }
-
-  // ------------------------------------------------------------------ ping
-
-  private onPong(): void {
-    const now = Date.now()
-    this.pingOutstandingSince = 0
-    const ws = this.pongWaiters
-    if (ws === undefined) return
-    this.pongWaiters = undefined
-    const rtt = now - this.pingSentAt
-    Metrics.pingRoundTrip.unsafeUpdate(rtt, NO_TAGS)
-    for (const w of ws) w(Effect.succeed(rtt))
-  }
-
-  /**
-   * Checks this connection's deadlines (called by the server's timer fiber): close timeout,
-   * keepalive ping and its timeout, idle timeout.
-   */
-  checkDeadlines(now: number): void {
-    if (this.transportClosed) return
-    const o = this.options
-    if (this.closeDeadline !== 0) {
-      if (now >= this.closeDeadline) this.destroy()
-      return
-    }
-    if (o.keepaliveInterval > 0) {
-      if (this.pingOutstandingSince !== 0) {
-        if (now - this.pingOutstandingSince >= o.keepaliveTimeout) {
-          // A half-open peer: nothing will reach it, so no Close; the connection ends as 1006.
-          this.destroy()
-          return
-        }
-      } else if (now - this.lastSeen >= o.keepaliveInterval && this.core.sendPing() === undefined) {
-        this.pingOutstandingSince = this.pingSentAt = now
-        this.flush()
-      }
-    }
-    if (o.idleTimeout > 0 && now - this.lastActivity >= o.idleTimeout) this.startClose(1001, "idle timeout")
-  }
-
-  pingEffect(data?: Uint8Array): Effect.Effect<number, WebSocketClosedError | InvalidSendError> {
+  private pingEffect(data?: Uint8Array): Effect.Effect<number, WebSocketClosedError | InvalidSendError> {
     return Effect.suspend(() => {
-      if (this.transportClosed) return Effect.fail(CLOSED)
+      if (this.life.transportEnded) return Effect.fail(CLOSED)
       const err = this.core.sendPing(data)
-      if (err !== undefined) {
-        return Effect.fail(err.reason.startsWith("connection is") ? CLOSED : err)
-      }
-      this.pingSentAt = Date.now()
-      if (this.pingOutstandingSince === 0) this.pingOutstandingSince = this.pingSentAt
-      this.scheduleFlush()
-      return Effect.async<number, never>((resume) => {
-        ;(this.pongWaiters ??= []).push(resume)
-      }).pipe(Effect.catchAllCause(() => Effect.fail(CLOSED)))
+      if (err !== undefined) return Effect.fail(err.kind === "NotOpen" ? CLOSED : err)
+      this.outbox.flushSoon()
+      return this.life.pinged().pipe(Effect.catchAllCause(() => Effect.fail(CLOSED)))
     })
   }
 
-  // ------------------------------------------------------------------ close
-
-  closeEffect(code = 1000, reason = ""): Effect.Effect<CloseInfo, InvalidSendError> {
+  private closeEffect(code = 1000, reason = ""): Effect.Effect<CloseInfo, InvalidSendError> {
     return Effect.suspend(() => {
       const err = this.startClose(code, reason)
       if (err !== undefined) return Effect.fail(err)
-      return Deferred.await(this.closedDeferred).pipe(
+      return Deferred.await(this.life.closedDeferred).pipe(
         Effect.catchAll((e) =>
           Effect.succeed<CloseInfo>({ code: e.closeCode, reason: e.reason, wasClean: false, initiatedBy: "remote" })
         )
       )
     })
   }
-
-  /** For the shutdown path and tests. */
-  get isTransportClosed(): boolean {
-    return this.transportClosed
-  }
 }
 
 export { InvalidSendError }
 
-/** What a connection holds back while a large message is compressed off the event loop. */
-type Held =
-  | { readonly kind: "message"; readonly data: Message; readonly compress: boolean }
-  | { readonly kind: "frame"; readonly frame: Uint8Array }
-  | { readonly kind: "close"; readonly code: number; readonly reason: string }
-  | { readonly kind: "owed" }
+const readerStep = <Data>(c: WsConnection<Data>): Effect.Effect<void> =>
+  Effect.suspend(() => {
+    const wait = c.readStep()
+    return wait === undefined ? Effect.void : Effect.zipRight(wait, readerStep(c))
+  })
 
 const CONNECTION: unique symbol = Symbol("effect-websocket/connection")
-interface SocketWithConnection extends Socket {
+interface TransportWithConnection extends Duplex {
   [CONNECTION]: WsConnection<unknown>
 }
-const owner = (socket: Socket): WsConnection<unknown> => (socket as SocketWithConnection)[CONNECTION]
-function onSocketData(this: Socket, chunk: Buffer): void {
-  owner(this).onData(chunk)
+const owner = (t: Duplex): WsConnection<unknown> => (t as TransportWithConnection)[CONNECTION]
+function onTransportData(this: Duplex, chunk: Buffer): void {
+  owner(this).feed(chunk)
 }
-function onSocketEnd(this: Socket): void {
-  owner(this).onEnd()
+function onTransportEnd(this: Duplex): void {
+  owner(this).feed(EOF)
 }
-function onSocketClose(this: Socket): void {
-  owner(this).onClose()
+function onTransportClose(this: Duplex): void {
+  owner(this).feed(GONE)
 }
-function onSocketDrain(this: Socket): void {
-  owner(this).onDrain()
+function onTransportDrain(this: Duplex): void {
+  owner(this).drained()
 }
 const noop = () => {}
-const flushTick = (ws: WsConnection<unknown>): void => {
-  ws.flushTick()
-}

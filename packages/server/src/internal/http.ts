@@ -8,12 +8,12 @@ import * as http from "node:http"
 import type * as net from "node:net"
 import type { Duplex } from "node:stream"
 import * as Metrics from "../Metrics.js"
-import type { WsConnection } from "./connection.js"
+import { NO_TAGS } from "./inbox.js"
+import type { ConnectionPort } from "./port.js"
 import type { HandlerOptions } from "./server.js"
 import { Engine } from "./server.js"
 
 const EMPTY = Buffer.alloc(0)
-const NO_TAGS: Array<never> = []
 const noop = () => {}
 
 // ---------------------------------------------------------------------------------------
@@ -68,7 +68,7 @@ const neverFork = (): never => {
  * status it answered with (for the platform's logs and traces).
  */
 class RouteEngine<Data, E, R, E2, R2> extends Engine<Data, E, R, E2, R2> {
-  readonly opened = new WeakMap<net.Socket, WsConnection<Data>>()
+  readonly connectionOf = new WeakMap<net.Socket, ConnectionPort>()
   readonly answered = new WeakMap<net.Socket, number>()
 
   constructor(options: HandlerOptions<Data, E, R, E2, R2>) {
@@ -86,14 +86,9 @@ class RouteEngine<Data, E, R, E2, R2> extends Engine<Data, E, R, E2, R2> {
     super.reject(socket, status, reason, headers, body)
   }
 
-  override startConnection(
-    ws: WsConnection<Data>,
-    rest: Uint8Array,
-    runFork: <A, EX>(effect: Effect.Effect<A, EX, R>) => Fiber.RuntimeFiber<A, EX>
-  ): void {
-    this.opened.set(ws.socket, ws)
-    this.answered.set(ws.socket, 101)
-    super.startConnection(ws, rest, runFork)
+  protected override opened(socket: net.Socket, ws: ConnectionPort): void {
+    this.connectionOf.set(socket, ws)
+    this.answered.set(socket, 101)
   }
 
   /**
@@ -103,7 +98,7 @@ class RouteEngine<Data, E, R, E2, R2> extends Engine<Data, E, R, E2, R2> {
    */
   leave(socket: net.Socket, fiber: Fiber.RuntimeFiber<void>): Effect.Effect<void> {
     return Effect.suspend((): Effect.Effect<void> => {
-      const ws = this.opened.get(socket)
+      const ws = this.connectionOf.get(socket)
       if (ws === undefined) {
         // Still in the upgrade hook: nothing was written yet.
         socket.destroy()
@@ -135,7 +130,11 @@ const refuse = (req: http.IncomingMessage): HttpServerResponse.HttpServerRespons
 
 export const handler = <Data, E, R, E2, R2>(
   options: HandlerOptions<Data, E, R, E2, R2>
-): Effect.Effect<HttpServerResponse.HttpServerResponse, never, HttpServerRequest.HttpServerRequest | R | R2> => {
+): Effect.Effect<
+  HttpServerResponse.HttpServerResponse,
+  never,
+  HttpServerRequest.HttpServerRequest | Exclude<R, Scope.Scope> | R2
+> => {
   const engine = new RouteEngine(options)
   return Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) => {
     const req = request.source
@@ -169,9 +168,9 @@ export const attach = <Data, E, R, E2, R2>(
   options: HandlerOptions<Data, E, R, E2, R2> & {
     readonly path?: string | ((url: string) => boolean) | undefined
   }
-): Effect.Effect<{ readonly connections: Effect.Effect<number> }, never, Scope.Scope | R | R2> =>
+): Effect.Effect<{ readonly connections: Effect.Effect<number> }, never, Scope.Scope | Exclude<R, Scope.Scope> | R2> =>
   Effect.gen(function*() {
-    const runFork = yield* FiberSet.makeRuntime<R | R2>()
+    const runFork = yield* FiberSet.makeRuntime<Exclude<R, Scope.Scope> | R2>()
     const engine = new Engine<Data, E, R, E2, R2>(options, runFork as any)
     const path = options.path
     const matches = path === undefined

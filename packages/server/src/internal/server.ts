@@ -1,18 +1,19 @@
 import { Connection } from "@effect-websocket/protocol/Connection"
-import { HandshakeError, isProtocolError } from "@effect-websocket/protocol/Errors"
+import { HandshakeError } from "@effect-websocket/protocol/Errors"
 import type { RawRequest, UpgradeRequest } from "@effect-websocket/protocol/Handshake"
 import { acceptResponse, rejectResponse, RequestParser, validateUpgrade } from "@effect-websocket/protocol/Handshake"
 import { negotiate, PerMessageDeflate } from "@effect-websocket/protocol/PerMessageDeflate"
-import { Cause, Context, Deferred, Effect, Exit, FiberId, FiberRef, FiberSet, Option, Runtime, Tracer } from "effect"
-import type { Fiber } from "effect"
-import type { Clock, Scope } from "effect"
+import { Cause, Effect, Fiber, FiberSet, Option, Runtime } from "effect"
+import type { Context, Scope } from "effect"
 import * as net from "node:net"
 import * as tls from "node:tls"
-import { InternalError, InvalidPayloadError, ServerError, UpgradeRejected } from "../Errors.js"
+import { ServerError, UpgradeRejected } from "../Errors.js"
 import * as Metrics from "../Metrics.js"
-import { NO_TAGS } from "./connection.js"
 import type { CloseInfo, RequestInfo, WebSocket } from "../WebSocket.js"
 import { WsConnection } from "./connection.js"
+import type { Owner } from "./connection.js"
+import { NO_TAGS } from "./inbox.js"
+import type { ConnectionPort } from "./port.js"
 import type { Limits, Resolved } from "./options.js"
 import { resolve } from "./options.js"
 
@@ -32,7 +33,11 @@ export interface UpgradeAccept<Data> {
 }
 
 export interface HandlerOptions<Data, E, R, E2, R2> extends Limits {
-  /** Runs for every accepted connection. */
+  /**
+   * Runs for every accepted connection, with the connection's own `Scope` in its context:
+   * what it acquires (`Effect.addFinalizer`, `Effect.acquireRelease`, subscriptions) is
+   * released when the connection ends, by whatever path, in reverse order, once.
+   */
   readonly handler: (socket: WebSocket<Data>) => Effect.Effect<unknown, E, R>
   /**
    * Runs before accepting: authenticate, check Origin, pick a subprotocol, or fail with
@@ -52,40 +57,21 @@ export interface HandlerOptions<Data, E, R, E2, R2> extends Limits {
   readonly perMessageDeflate?: boolean | import("@effect-websocket/protocol/PerMessageDeflate").PerMessageDeflateOptions | undefined
 }
 
-/** Turns a handler failure into the close code the connection ends with. */
-export const closeCodeForHandlerFailure = (cause: Cause.Cause<unknown>): { code: number; reason: string } => {
-  const failure = Cause.failureOption(cause)
-  if (Option.isSome(failure)) {
-    const e = failure.value as { readonly _tag?: string }
-    if (e && e._tag === "MessageDecodeError") return { code: 1007, reason: "message does not match the schema" }
-  }
-  return { code: 1011, reason: "internal error" }
-}
-
-/**
- * Effect's native tracer builds a span's trace and span ids one character at a time, and V8
- * keeps such a string as a chain of cons strings: ~24 of them, ~0.75 KB, per connection for
- * as long as it is open. Reading a character makes V8 flatten each chain in place.
- */
-const flattenIds = (span: Tracer.Span): void => {
-  span.traceId.charCodeAt(0)
-  span.spanId.charCodeAt(0)
-}
-
 /**
  * The engine shared by the standalone server and the HTTP integrations: it takes sockets
  * whose request head was read (or reads it), runs the upgrade and the connection.
  */
-export class Engine<Data, E, R, E2, R2> {
+export class Engine<Data, E, R, E2, R2> implements Owner {
   readonly options: Resolved
-  readonly connections = new Set<WsConnection<Data>>()
+  /** Open connections (their deadlines are checked by the timer fiber); each leaves when its Scope closes. */
+  readonly connections = new Set<ConnectionPort>()
   /** Sockets still sending their upgrade request (destroyed at shutdown). */
   readonly pending = new Set<net.Socket>()
   shuttingDown = false
 
   constructor(
     readonly handlerOptions: HandlerOptions<Data, E, R, E2, R2>,
-    readonly runFork: <A, EX>(effect: Effect.Effect<A, EX, R | R2>) => Fiber.RuntimeFiber<A, EX>
+    readonly runFork: <A, EX>(effect: Effect.Effect<A, EX, Exclude<R, Scope.Scope> | R2>) => Fiber.RuntimeFiber<A, EX>
   ) {
     this.options = resolve(handlerOptions)
   }
@@ -193,7 +179,7 @@ export class Engine<Data, E, R, E2, R2> {
     raw: RawRequest | UpgradeRequestLike,
     rest: Uint8Array,
     wait = true
-  ): Effect.Effect<void, never, R | R2> {
+  ): Effect.Effect<void, never, Exclude<R, Scope.Scope> | R2> {
     return Effect.suspend(() => {
       const info = this.validate(socket, raw)
       if (info === undefined) return Effect.void
@@ -212,9 +198,10 @@ export class Engine<Data, E, R, E2, R2> {
           return Effect.logWarning("WebSocket upgrade hook failed", cause)
         },
         onSuccess: (accept) =>
-          Effect.flatMap(Effect.runtime<R>(), (runtime) => {
-            const ws = this.accept(socket, info, accept, rest, Runtime.runFork(runtime))
-            return ws !== undefined && wait ? Deferred.await(ws.transportDeferred) : Effect.void
+          Effect.flatMap(Effect.runtime<Exclude<R, Scope.Scope>>(), (runtime) => {
+            const fiber = this.accept(socket, info, accept, rest, Runtime.runFork(runtime))
+            // the route's fiber lasts as long as the connection (its Scope closed)
+            return fiber !== undefined && wait ? Fiber.await(fiber) : Effect.void
           })
       })
     })
@@ -226,8 +213,8 @@ export class Engine<Data, E, R, E2, R2> {
     request: UpgradeRequest,
     accept: UpgradeAccept<Data>,
     rest: Uint8Array,
-    runFork: <A, EX>(effect: Effect.Effect<A, EX, R>) => Fiber.RuntimeFiber<A, EX>
-  ): WsConnection<Data> | undefined {
+    runFork: <A, EX>(effect: Effect.Effect<A, EX, Exclude<R, Scope.Scope>>) => Fiber.RuntimeFiber<A, EX>
+  ): Fiber.RuntimeFiber<void> | undefined {
     if (this.shuttingDown || socket.destroyed) {
       socket.destroy()
       return undefined
@@ -260,136 +247,60 @@ export class Engine<Data, E, R, E2, R2> {
     })
     const requestInfo = new ConnectionRequest(request.url, request.headers, socket)
     socket.write(acceptResponse({ key: request.key, protocol, extensions, headers: accept.headers }))
-    const ws = new WsConnection<Data>(
-      socket,
+    const ws = new WsConnection<Data>({
+      transport: socket,
       core,
-      this.options,
-      requestInfo,
+      options: this.options,
+      request: requestInfo,
       protocol,
       extensions,
-      compression?.params,
-      accept.data
-    )
-    this.startConnection(ws, rest, runFork)
-    return ws
+      deflate: compression?.params,
+      data: accept.data,
+      owner: this
+    }, rest)
+    this.opened(socket, ws)
+    return this.startConnection(ws, runFork)
   }
 
+  /** A connection was accepted on this socket (the HTTP route keeps track of it). */
+  protected opened(_socket: net.Socket, _ws: ConnectionPort): void {}
+
   /**
-   * The connection's life. Its scope (the handler runs in it) and socket are released when
-   * the socket closes; the handler fiber is the only fiber it owns. Deadlines (close
-   * timeout, keepalive, idle) are checked by the engine's timer fiber, which runs while
-   * connections are open.
+   * Starts the connection's fiber (its Scope, reader, handler and close) and registers it for
+   * the deadline checks; it leaves the registry when its Scope closes (`released`).
    */
-  startConnection(
+  private startConnection(
     ws: WsConnection<Data>,
-    rest: Uint8Array,
-    runFork: <A, EX>(effect: Effect.Effect<A, EX, R>) => Fiber.RuntimeFiber<A, EX>
-  ): void {
+    runFork: <A, EX>(effect: Effect.Effect<A, EX, Exclude<R, Scope.Scope>>) => Fiber.RuntimeFiber<A, EX>
+  ): Fiber.RuntimeFiber<void> {
     const connections = this.connections
     connections.add(ws)
     Metrics.connectionsOpen.unsafeUpdate(connections.size, NO_TAGS)
     Metrics.connectionsTotal.unsafeUpdate(1, NO_TAGS)
-    if (!this.timersRunning) {
+    if (!this.timersRunning && this.hasDeadlines) {
       this.timersRunning = true
       runFork(this.timers)
     }
-    const fiber = runFork(
-      this.handlerOptions.connectionSpan === false ? this.handlerOptions.handler(ws) : this.withSpan(ws)
-    )
-    ws.fiber = fiber
-    ws.owner = this
-    fiber.addObserver((exit) => this.onHandlerExit(ws, exit, runFork))
-    if (rest.length > 0) ws.onData(Buffer.from(rest.buffer, rest.byteOffset, rest.byteLength))
-    ws.socket.resume()
+    return runFork(ws.lifetime(this.handlerOptions.handler, this.handlerOptions.connectionSpan !== false))
   }
 
-  /**
-   * The handler inside the connection's span. The span is put in the fiber's context for
-   * good (the fiber ends with the handler) and ended by the fiber's observer, so an idle
-   * connection's fiber keeps no frames for it (`Effect.withSpan` would keep several).
-   */
-  private withSpan(ws: WsConnection<Data>): Effect.Effect<unknown, E, R> {
-    return Effect.flatMap(
-      Effect.makeSpan("websocket.connection", {
-        attributes: { "websocket.id": ws.id, "url.path": ws.request.url },
-        captureStackTrace: false
-      }),
-      (span) =>
-        Effect.clockWith((clock) => {
-          flattenIds(span)
-          ws.span = span
-          this.clock = clock
-          return Effect.zipRight(
-            FiberRef.update(FiberRef.currentContext, Context.add(Tracer.ParentSpan, span)),
-            this.handlerOptions.handler(ws)
-          )
-        })
-    )
-  }
-
-  /** The socket closed: bookkeeping, and the close timeout for a handler still finishing. */
-  transportClosed(ws: WsConnection<Data>): void {
+  /** A connection's Scope closed. */
+  released(port: ConnectionPort): void {
     const connections = this.connections
-    connections.delete(ws)
-    Metrics.connectionsOpen.unsafeUpdate(connections.size, NO_TAGS)
-    // The handler may still be finishing (logging `closed`, ...): it gets the close timeout.
-    const fiber = ws.fiber
-    if (fiber !== undefined && fiber.unsafePoll() === null) {
-      // cleared when the handler ends: a pending timer would keep the finished fiber (its refs,
-      // context and span) alive for the whole timeout, ~1.3 KB per connection under churn
-      const timer = setTimeout(() => fiber.unsafeInterruptAsFork(FiberId.none), this.options.closeTimeout).unref()
-      fiber.addObserver(() => clearTimeout(timer))
-    }
-  }
-
-  private onHandlerExit(
-    ws: WsConnection<Data>,
-    exit: Exit.Exit<unknown, E>,
-    runFork: <A, EX>(effect: Effect.Effect<A, EX, R>) => Fiber.RuntimeFiber<A, EX>
-  ): void {
-    ws.fiber = undefined
-    const span = ws.span
-    if (span !== undefined) {
-      ws.span = undefined
-      if (span.status._tag === "Started") {
-        span.end(span.status.startTime === BigInt(0) ? BigInt(0) : this.clock!.unsafeCurrentTimeNanos(), exit)
-      }
-    }
-    if (Exit.isSuccess(exit)) {
-      ws.startClose(1000, "")
-      return
-    }
-    if (Cause.isInterruptedOnly(exit.cause)) {
-      ws.startClose(1001, "")
-      return
-    }
-    const failure = Cause.failureOption(exit.cause)
-    const error = Option.isSome(failure) ? failure.value as { readonly _tag?: string } : undefined
-    // The stream's own protocol error, or a send after the peer left: already closing.
-    if (
-      error !== undefined &&
-      (isProtocolError(error) && ws.core.failure !== undefined || error._tag === "WebSocketClosedError")
-    ) {
-      return
-    }
-    const { code, reason } = closeCodeForHandlerFailure(exit.cause)
-    if (code === 1007) {
-      ws.terminate(new InvalidPayloadError({ reason }))
-      return
-    }
-    ws.terminate(new InternalError({ reason: "internal error", cause: exit.cause }))
-    runFork(Effect.logError("WebSocket handler failed", exit.cause))
+    if (connections.delete(port)) Metrics.connectionsOpen.unsafeUpdate(connections.size, NO_TAGS)
   }
 
   private timersRunning = false
-  /** The Clock of the handlers' fibers (spans end on the clock they started on). */
-  private clock: Clock.Clock | undefined = undefined
+
+  /** Keepalive or an idle timeout is on (the close timeout is each closing connection's own fiber). */
+  private get hasDeadlines(): boolean {
+    return this.options.keepaliveInterval > 0 || this.options.idleTimeout > 0
+  }
 
   /** Granularity of the deadlines: a quarter of the shortest timeout, between 10 ms and 1 s. */
   private get tick(): number {
     const o = this.options
     const shortest = Math.min(
-      o.closeTimeout,
       o.keepaliveInterval > 0 ? Math.min(o.keepaliveInterval, o.keepaliveTimeout) : Infinity,
       o.idleTimeout > 0 ? o.idleTimeout : Infinity
     )
@@ -427,7 +338,7 @@ export class Engine<Data, E, R, E2, R2> {
       for (const socket of this.pending) socket.destroy()
       const open = [...this.connections]
       for (const ws of open) ws.startClose(1001, "server shutting down")
-      return Effect.forEach(open, (ws) => Deferred.await(ws.transportDeferred), { concurrency: "unbounded", discard: true }).pipe(
+      return Effect.forEach(open, (ws) => ws.transportClosed, { concurrency: "unbounded", discard: true }).pipe(
         Effect.timeout(this.options.closeTimeout),
         Effect.ignore,
         Effect.tap(() =>
@@ -484,10 +395,10 @@ export const listen = <Data, E, R, E2, R2>(
 ): Effect.Effect<
   { readonly engine: Engine<Data, E, R, E2, R2>; readonly address: net.AddressInfo; readonly secure: boolean },
   ServerError,
-  Scope.Scope | R | R2
+  Scope.Scope | Exclude<R, Scope.Scope> | R2
 > =>
   Effect.gen(function*() {
-    const runFork = yield* FiberSet.makeRuntime<R | R2>()
+    const runFork = yield* FiberSet.makeRuntime<Exclude<R, Scope.Scope> | R2>()
     const engine = new Engine<Data, E, R, E2, R2>(options, runFork as any)
     const secure = options.tls !== undefined
     const server: net.Server = secure

@@ -1,0 +1,203 @@
+import type { ProtocolError } from "@effect-websocket/protocol/Errors"
+import { Cause, Chunk, Effect, FiberId, Option, Runtime, Stream } from "effect"
+import type { Fiber } from "effect"
+import { InternalError } from "../Errors.js"
+import * as Metrics from "../Metrics.js"
+import type { Message } from "../WebSocket.js"
+
+/** Marks the end of the inbox: the peer's Close, a failure, or the end of the transport. */
+const END: unique symbol = Symbol("end")
+type Item = Message | typeof END
+
+/** Metric updates pass one shared tags array: Effect caches the metric hook per array. */
+export const NO_TAGS: Array<never> = []
+
+/** What a message counts for in the byte limits (UTF-16 units for text, as before encoding). */
+export const messageSize = (m: Message): number => (typeof m === "string" ? m.length : m.byteLength)
+
+/** At most this many `run` Effects run at once before reading pauses (resumes at half). */
+const MAX_RUNNING = 1024
+
+type Resume<A, E> = (effect: Effect.Effect<A, E>) => void
+
+/** What the inbox needs from its connection. */
+export interface InboxHost {
+  readonly inboxHighWaterMark: number
+  /** Pauses or resumes reading from the transport (no-op once it is closed). */
+  setReading(on: boolean): void
+  /** The consumer handled everything before the peer's Close: send the owed reply now. */
+  caughtUp(): void
+  /** How the stream ends once drained: the peer's protocol error, or none. */
+  endFailure(): Option.Option<ProtocolError>
+  /** A `run` Effect failed: the connection ends with 1011. */
+  fail(error: ProtocolError): void
+}
+
+/**
+ * Delivery of received messages, in order, to one consumer: the `messages` Stream (whole
+ * batches, one Effect step per socket read's worth of messages) or a `run` callback (called
+ * straight from the reader). One flow-control policy for both: reading pauses while what the
+ * consumer has not finished holds more than `inboxHighWaterMark` bytes (or `MAX_RUNNING`
+ * `run` Effects), and resumes at half of it.
+ */
+export class Inbox {
+  private items: Array<Item> = []
+  private head = 0
+  /** Bytes queued for the Stream, plus those of `run` Effects still running. */
+  private load = 0
+  private waiter: Resume<Chunk.Chunk<Message>, Option.Option<ProtocolError>> | undefined = undefined
+  /** Someone consumes (the Stream was pulled, or `run` started). */
+  consumer = false
+  /** A batch was handed out and the consumer has not asked for the next one yet. */
+  private batchOut = false
+  private paused = false
+  /** `run`: the callback, the runtime its Effects are forked with, and those still running. */
+  private callback: ((m: Message) => unknown) | undefined = undefined
+  private runtime: Runtime.Runtime<never> | undefined = undefined
+  private running: Set<Fiber.RuntimeFiber<unknown, unknown>> | undefined = undefined
+  private runFailed = false
+  private stream: Stream.Stream<Message, ProtocolError> | undefined = undefined
+
+  constructor(private readonly host: InboxHost) {}
+
+  // ------------------------------------------------------------------ from the reader
+
+  /** A message from the reader: to the callback, or queued for the Stream. */
+  push(m: Message): void {
+    const cb = this.callback
+    if (cb !== undefined) {
+      const r = cb(m)
+      if (r !== undefined && Effect.isEffect(r)) this.fork(r, messageSize(m))
+      return
+    }
+    this.items.push(m)
+    this.load += messageSize(m)
+  }
+
+  /** Nothing more will arrive. */
+  end(): void {
+    if (this.items[this.items.length - 1] !== END) this.items.push(END)
+  }
+
+  /** Whether the consumer has nothing left from before the end (the owed Close may go now). */
+  get drained(): boolean {
+    return !this.consumer || (this.head >= this.items.length - 1 && !this.batchOut)
+  }
+
+  /** After a read: apply the flow policy and wake a waiting Stream. */
+  settle(): void {
+    this.flow()
+    const w = this.waiter
+    if (w !== undefined && this.head < this.items.length) {
+      this.waiter = undefined
+      w(Effect.suspend(() => this.take()))
+    }
+  }
+
+  /** The one pause/resume policy. */
+  private flow(): void {
+    const hwm = this.host.inboxHighWaterMark
+    const running = this.running === undefined ? 0 : this.running.size
+    if (!this.paused) {
+      if (this.load > hwm || running > MAX_RUNNING) {
+        this.paused = true
+        this.host.setReading(false)
+        Metrics.backpressureEvents.unsafeUpdate(1, NO_TAGS)
+      }
+    } else if (this.load <= hwm >>> 1 && running <= MAX_RUNNING >>> 1) {
+      this.paused = false
+      this.host.setReading(true)
+    }
+  }
+
+  // ------------------------------------------------------------------ the Stream
+
+  /** Built on first use: a connection handled with `run` never pays for a Stream. */
+  get messages(): Stream.Stream<Message, ProtocolError> {
+    return this.stream ??= Stream.repeatEffectChunkOption(Effect.suspend(() => this.take()))
+  }
+
+  private take(): Effect.Effect<Chunk.Chunk<Message>, Option.Option<ProtocolError>> {
+    this.consumer = true
+    this.batchOut = false
+    const items = this.items
+    const start = this.head
+    if (start < items.length) {
+      if (items[start] === END) {
+        this.host.caughtUp()
+        return Effect.fail(this.host.endFailure())
+      }
+      let end = start
+      let bytes = 0
+      while (end < items.length && items[end] !== END) {
+        bytes += messageSize(items[end] as Message)
+        end++
+      }
+      const batch = (start === 0 && end === items.length ? items : items.slice(start, end)) as Array<Message>
+      if (end === items.length) {
+        this.items = []
+        this.head = 0
+      } else {
+        this.head = end
+      }
+      this.load -= bytes
+      this.batchOut = true
+      this.flow()
+      return Effect.succeed(Chunk.unsafeFromArray(batch))
+    }
+    return Effect.async<Chunk.Chunk<Message>, Option.Option<ProtocolError>>((resume) => {
+      this.waiter = resume
+      return Effect.sync(() => {
+        if (this.waiter === resume) this.waiter = undefined
+      })
+    })
+  }
+
+  // ------------------------------------------------------------------ run
+
+  /**
+   * Switches delivery to a callback called from the reader. Messages already queued go first,
+   * in order. Effects the callback returns are forked with the runtime around `run` (its
+   * logger, tracer, annotations and services), each tracked until it ends, and interrupted
+   * when the connection ends (`interruptAll`).
+   */
+  start(onMessage: (m: Message) => unknown, runtime: Runtime.Runtime<never>): void {
+    this.runtime = runtime
+    const items = this.items
+    const ended = items.includes(END, this.head)
+    const pending = items.slice(this.head).filter((m): m is Message => m !== END)
+    this.items = ended ? [END] : []
+    this.head = 0
+    this.load = 0
+    this.consumer = true
+    this.callback = onMessage
+    for (const m of pending) this.push(m)
+    this.flow()
+  }
+
+  private fork(effect: Effect.Effect<unknown, unknown, any>, size: number): void {
+    const running = this.running ??= new Set()
+    this.load += size
+    const fiber = Runtime.runFork(this.runtime!)(effect as Effect.Effect<unknown, unknown>)
+    running.add(fiber)
+    this.flow()
+    fiber.addObserver((exit) => {
+      running.delete(fiber)
+      this.load -= size
+      this.flow()
+      if (exit._tag === "Failure" && !this.runFailed && !Cause.isInterruptedOnly(exit.cause)) {
+        this.runFailed = true
+        this.host.fail(new InternalError({ reason: "handler failed", cause: exit.cause }))
+      }
+    })
+  }
+
+  /** The connection ended: interrupts the `run` Effects still running (returns when they have). */
+  interruptAll(): Effect.Effect<void> {
+    const running = this.running
+    if (running === undefined || running.size === 0) return Effect.void
+    const fibers = [...running]
+    for (const f of fibers) f.unsafeInterruptAsFork(FiberId.none)
+    return Effect.forEach(fibers, (f) => f.await, { discard: true })
+  }
+}

@@ -1,0 +1,190 @@
+import type { Connection } from "@effect-websocket/protocol/Connection"
+import type { ProtocolError } from "@effect-websocket/protocol/Errors"
+import { Deferred, Effect, Exit, FiberId } from "effect"
+import type { Fiber } from "effect"
+import * as Metrics from "../Metrics.js"
+import type { CloseInfo } from "../WebSocket.js"
+import { NO_TAGS } from "./inbox.js"
+import type { Resolved } from "./options.js"
+
+/** What the lifecycle needs from its connection. */
+export interface LifecycleHost {
+  readonly core: Connection
+  readonly options: Resolved
+  /** Forks an Effect in the connection's Scope; returns its fiber. */
+  fork(effect: Effect.Effect<void>): Fiber.RuntimeFiber<void> | undefined
+  /** Sends an owed Close (if any) and cuts the transport. */
+  destroy(): void
+  /** Interrupts the handler if it is still running (it outlived its transport by the close timeout). */
+  interruptHandler(): boolean
+  /** Whether the handler is still running. */
+  readonly handlerRunning: boolean
+}
+
+/**
+ * A connection's close bookkeeping: who closed first, how it ended (`CloseInfo`, or the peer's
+ * protocol error), the waiters for the end, keepalive and idle deadlines, and the close-timeout
+ * fiber, which exists only while a close is under way: from the first Close (either way), a
+ * failure or the transport's end until both the transport is closed and the handler has
+ * finished. When it fires it cuts the transport (the peer never finished the closing
+ * handshake) or, once the transport is gone, interrupts a handler that is still running.
+ */
+export class Lifecycle {
+  /** Who sent the first Close frame. */
+  initiator: "local" | "remote" | undefined = undefined
+  /** True when the failure is ours (hard limit, keepalive, handler failure), not the peer's. */
+  localFailure = false
+  transportEnded = false
+  /** How the connection ended, once it has. */
+  private ended: Exit.Exit<CloseInfo, ProtocolError> | undefined = undefined
+  private closedD: Deferred.Deferred<CloseInfo, ProtocolError> | undefined = undefined
+  /** Waiters for the transport's end (no Deferred: an idle `run` keeps one closure). */
+  private endWaiters: Array<(exit: Exit.Exit<void, ProtocolError>) => void> | undefined = undefined
+  private closeTimer: Fiber.RuntimeFiber<void> | undefined = undefined
+  /** The close timer fiber was started for the handler's grace (after the transport's end). */
+  private graceStarted = false
+
+  // Deadlines, checked by the server's timer fiber (no timer or fiber per idle connection).
+  /** Last data message either way (idle timeout). */
+  lastActivity = Date.now()
+  /** Last bytes from the peer (keepalive: a live peer needs no ping). */
+  lastSeen = this.lastActivity
+  /** When our keepalive ping went out; 0 when none is outstanding. */
+  pingOutstandingSince = 0
+  pingSentAt = 0
+  private pongWaiters: Array<(e: Effect.Effect<number>) => void> | undefined = undefined
+
+  constructor(private readonly host: LifecycleHost) {}
+
+  /** A close is under way: start the close timeout (once). */
+  closing(): void {
+    if (this.closeTimer === undefined && !this.transportEnded) this.armTimer()
+  }
+
+  private armTimer(): void {
+    const timeout = this.host.options.closeTimeout
+    this.closeTimer = this.host.fork(Effect.zipRight(Effect.sleep(timeout), Effect.sync(() => this.timerFired())))
+  }
+
+  private timerFired(): void {
+    this.closeTimer = undefined
+    if (!this.transportEnded) {
+      this.host.destroy()
+      return
+    }
+    this.host.interruptHandler()
+  }
+
+  /** The handler has finished: if the transport is gone too, the close timer is no longer needed. */
+  handlerDone(): void {
+    if (this.transportEnded) this.stopTimer()
+  }
+
+  private stopTimer(): void {
+    const t = this.closeTimer
+    if (t !== undefined) {
+      this.closeTimer = undefined
+      t.unsafeInterruptAsFork(FiberId.none)
+    }
+  }
+
+  /** The transport closed: settle how the connection ended and tell whoever waits. */
+  transportClosed(core: Connection): void {
+    this.transportEnded = true
+    const failure = core.failure
+    const received = core.closeReceived
+    const sent = core.closeSent
+    const wasClean = core.closeHandshakeDone
+    const last = received ?? (wasClean ? sent : undefined)
+    const info: CloseInfo = {
+      code: failure !== undefined ? failure.closeCode : last?.code ?? 1006,
+      reason: failure !== undefined ? failure.reason : last?.reason ?? "",
+      wasClean,
+      initiatedBy: this.initiator ?? (sent !== undefined ? "local" : "transport")
+    }
+    Metrics.closeCodes.unsafeUpdate(String(info.code), NO_TAGS)
+    const ended = this.ended = failure !== undefined && !this.localFailure ? Exit.fail(failure) : Exit.succeed(info)
+    if (this.closedD !== undefined) Deferred.unsafeDone(this.closedD, ended)
+    const endWaiters = this.endWaiters
+    if (endWaiters !== undefined) {
+      this.endWaiters = undefined
+      const result = Exit.asVoid(ended)
+      for (const w of endWaiters) w(result)
+    }
+    const pongs = this.pongWaiters
+    if (pongs !== undefined) {
+      this.pongWaiters = undefined
+      for (const w of pongs) w(Effect.interrupt)
+    }
+    // The handler may still be finishing (logging `closed`, ...): it gets the close timeout.
+    this.stopTimer()
+    if (this.host.handlerRunning && !this.graceStarted) {
+      this.graceStarted = true
+      this.armTimer()
+    }
+  }
+
+  /** Completes with how the connection ended (made on first use). */
+  get closedDeferred(): Deferred.Deferred<CloseInfo, ProtocolError> {
+    if (this.closedD === undefined) {
+      this.closedD = Deferred.unsafeMake(FiberId.none)
+      if (this.ended !== undefined) Deferred.unsafeDone(this.closedD, this.ended)
+    }
+    return this.closedD
+  }
+
+  /** Completes when the transport has closed (fails with the peer's protocol error). */
+  awaitEnd(): Effect.Effect<void, ProtocolError> {
+    const ended = this.ended
+    if (ended !== undefined) return Exit.asVoid(ended)
+    return Effect.async<void, ProtocolError>((resume) => {
+      // a literal of one: an idle connection keeps no spare capacity
+      if (this.endWaiters === undefined) this.endWaiters = [resume]
+      else this.endWaiters.push(resume)
+    })
+  }
+
+  /** Completes when the transport has closed, however. */
+  readonly transportGone: Effect.Effect<void> = Effect.suspend(() => Effect.ignore(this.awaitEnd()))
+
+  // ------------------------------------------------------------------ ping
+
+  onPong(): void {
+    const now = Date.now()
+    this.pingOutstandingSince = 0
+    const ws = this.pongWaiters
+    if (ws === undefined) return
+    this.pongWaiters = undefined
+    const rtt = now - this.pingSentAt
+    Metrics.pingRoundTrip.unsafeUpdate(rtt, NO_TAGS)
+    const result = Effect.succeed(rtt)
+    for (const w of ws) w(result)
+  }
+
+  /** A ping went out: the round trip is timed from now; waits for the next Pong. */
+  pinged(): Effect.Effect<number> {
+    this.pingSentAt = Date.now()
+    if (this.pingOutstandingSince === 0) this.pingOutstandingSince = this.pingSentAt
+    return Effect.async<number>((resume) => {
+      ;(this.pongWaiters ??= []).push(resume)
+    })
+  }
+
+  /**
+   * Keepalive ping and its timeout, idle timeout (called by the server's timer fiber). Returns
+   * what to do: nothing, send a keepalive ping, cut a half-open peer, or close for idleness.
+   */
+  deadline(now: number): "none" | "ping" | "cut" | "idle" {
+    const o = this.host.options
+    if (o.keepaliveInterval > 0) {
+      if (this.pingOutstandingSince !== 0) {
+        // A half-open peer: nothing will reach it, so no Close; the connection ends as 1006.
+        if (now - this.pingOutstandingSince >= o.keepaliveTimeout) return "cut"
+      } else if (now - this.lastSeen >= o.keepaliveInterval) {
+        return "ping"
+      }
+    }
+    if (o.idleTimeout > 0 && now - this.lastActivity >= o.idleTimeout) return "idle"
+    return "none"
+  }
+}

@@ -1,0 +1,270 @@
+/**
+ * The connection as a Scoped resource: its own Scope (closed by every path a connection can
+ * end by, its finalizers run once, in reverse order), its fibers (reader, writer, close
+ * timeout), and the Effects `run` forks (supervised: the FiberRefs around `run`, interrupted at
+ * the end). Real sockets on 127.0.0.1, `ws` and raw TCP clients.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import { Deferred, Effect, Exit, Fiber, FiberRef, Logger, LogLevel, Scope, Stream, Supervisor } from "effect"
+import type { WebSocket as Handle } from "../src/WebSocket.js"
+import * as WebSocketServer from "../src/WebSocketServer.js"
+import type { RawSocket } from "./utils.js"
+import { clientFrame, connect, headEnd, rawSocket, recorder, upgradeRequest } from "./utils.js"
+
+/** Sends an upgrade request for `path` on a raw socket and waits for the 101. */
+const upgrade = (raw: RawSocket, path: string) =>
+  Effect.gen(function*() {
+    raw.socket.write(upgradeRequest({}, `GET ${path} HTTP/1.1`))
+    const ok = yield* raw.waitFor((b) => headEnd(b) > 0)
+    if (!ok || !raw.received().toString("latin1").startsWith("HTTP/1.1 101")) {
+      return yield* Effect.fail(new Error(`no 101 for ${path}: ${raw.received().toString("latin1").slice(0, 40)}`))
+    }
+  })
+
+/** Waits for `effect`, failing with what it waited for after `ms` (a regression reads as a message). */
+const within = <A, E, R>(ms: number, what: string, effect: Effect.Effect<A, E, R>) =>
+  Effect.timeoutFail(effect, { duration: ms, onTimeout: () => new Error(`timed out after ${ms} ms waiting for ${what}`) })
+
+/** The number of finalizers a Scope holds (Effect's ScopeImpl keeps them in `state.finalizers`). */
+const finalizerCount = (scope: Scope.Scope): number => {
+  const state = (scope as unknown as { state: { _tag: string; finalizers?: Map<unknown, unknown> } }).state
+  return state._tag === "Open" ? state.finalizers!.size : -1
+}
+
+type Path = "clean" | "1002" | "1007" | "1009" | "reset" | "closeTimeout" | "handlerFailure" | "interrupted" | "shutdown"
+
+describe("a Scope per connection", () => {
+  it.live("1,000 connections ending by every path run each finalizer once, in reverse order, before shutdown", () =>
+    Effect.gen(function*() {
+      const PER_PATH = 112 // 9 paths: 1,008 connections
+      const ran = new Map<number, Array<string>>()
+      const record = (id: number, name: string) =>
+        Effect.sync(() => {
+          const list = ran.get(id) ?? []
+          list.push(name)
+          ran.set(id, list)
+        })
+      const serverScope = yield* Scope.make()
+      const server = yield* WebSocketServer.make({
+        maxMessageSize: 1000,
+        closeTimeout: 300,
+        keepaliveInterval: 0,
+        handler: (ws: Handle) =>
+          Effect.gen(function*() {
+            yield* Effect.addFinalizer(() => record(ws.id, "first"))
+            yield* Effect.acquireRelease(Effect.void, () => record(ws.id, "second"))
+            const path = ws.request.url.slice(1) as Path
+            if (path === "handlerFailure") return yield* Effect.fail("boom")
+            if (path === "interrupted") return yield* Effect.interrupt
+            if (path === "closeTimeout") return // closes with 1000; the raw peer never answers
+            yield* Stream.runForEach(ws.messages, ws.send)
+          })
+      }).pipe(Scope.extend(serverScope), Logger.withMinimumLogLevel(LogLevel.None))
+      const baseline = finalizerCount(serverScope)
+      const port = server.address.port
+      const runPath = (path: Path) =>
+        Effect.scoped(Effect.gen(function*() {
+          const raw = yield* rawSocket(port)
+          yield* upgrade(raw, `/${path}`)
+          switch (path) {
+            case "clean":
+              raw.socket.write(clientFrame(8, Buffer.from([0x03, 0xe8])))
+              break
+            case "1002":
+              raw.socket.write(clientFrame(3, Buffer.alloc(0))) // reserved opcode
+              break
+            case "1007":
+              raw.socket.write(clientFrame(1, Buffer.from([0xc0, 0x80]))) // overlong
+              break
+            case "1009":
+              raw.socket.write(clientFrame(2, Buffer.alloc(2000)))
+              break
+            case "reset":
+              raw.socket.resetAndDestroy()
+              return
+          }
+          yield* raw.closed
+        }))
+      const paths: Array<Path> = ["clean", "1002", "1007", "1009", "reset", "closeTimeout", "handlerFailure", "interrupted"]
+      const jobs = paths.flatMap((p) => Array.from({ length: PER_PATH }, () => p))
+      yield* within(60_000, "connections to end", Effect.forEach(jobs, runPath, { concurrency: 32, discard: true }))
+      // every connection's Scope closes on its own, while the server is up
+      yield* within(10_000, "every finalizer", Effect.gen(function*() {
+        while (ran.size < jobs.length || (yield* server.connections) > 0) yield* Effect.sleep(20)
+      }))
+      assert.strictEqual(finalizerCount(serverScope), baseline, "nothing piles up in the server's scope")
+      // shutdown: connections still open when the server's scope closes
+      const open = yield* Effect.scoped(Effect.gen(function*() {
+        const sockets = yield* Effect.forEach(
+          Array.from({ length: PER_PATH }),
+          () => Effect.flatMap(rawSocket(port), (raw) => Effect.as(upgrade(raw, "/shutdown"), raw)),
+          { concurrency: 32 }
+        )
+        yield* within(10_000, "the shutdown-path connections to open", Effect.gen(function*() {
+          while ((yield* server.connections) < PER_PATH) yield* Effect.sleep(10)
+        }))
+        yield* Scope.close(serverScope, Exit.void)
+        return sockets.length
+      }))
+      assert.strictEqual(open, PER_PATH)
+      assert.strictEqual(ran.size, jobs.length + PER_PATH)
+      for (const [id, names] of ran) assert.deepStrictEqual(names, ["second", "first"], `connection ${id}`)
+    }), 120_000)
+
+  it.live("the handler's Scope is the connection's, not the server's", () =>
+    Effect.gen(function*() {
+      const scopes: Array<Scope.Scope> = []
+      const server = yield* WebSocketServer.make({
+        handler: (ws) => Effect.zipRight(Effect.tap(Scope.Scope, (s) => scopes.push(s)), Stream.runForEach(ws.messages, ws.send))
+      })
+      const a = yield* connect(server.url)
+      const b = yield* connect(server.url)
+      yield* within(5_000, "two handlers", Effect.gen(function*() {
+        while (scopes.length < 2) yield* Effect.sleep(5)
+      }))
+      assert.notStrictEqual(scopes[0], scopes[1])
+      a.close()
+      b.close()
+    }).pipe(Effect.scoped))
+})
+
+describe("the connection's fibers", () => {
+  it.live("reader while open, writer under backpressure, close timeout while closing; none afterwards", () =>
+    Effect.gen(function*() {
+      const supervisor = yield* Supervisor.track
+      const live = Effect.map(supervisor.value, (fibers) => fibers.length)
+      const until = (what: string, pred: (n: number) => boolean) =>
+        within(5_000, what, Effect.gen(function*() {
+          while (!pred(yield* live)) yield* Effect.sleep(5)
+        }))
+      const gate = yield* Deferred.make<void>()
+      const server = yield* WebSocketServer.make({
+        highWaterMark: 16 * 1024,
+        closeTimeout: 300,
+        keepaliveInterval: 0,
+        handler: (ws) =>
+          ws.request.url === "/close"
+            ? Effect.void // closes with 1000 at once
+            : Effect.gen(function*() {
+              yield* Deferred.await(gate)
+              // the peer does not read: sends suspend, the writer fiber waits for 'drain'
+              yield* Effect.forEach(Array.from({ length: 200 }), () => ws.send(Buffer.alloc(64 * 1024)), { discard: true })
+            })
+      }).pipe(Effect.supervised(supervisor))
+      const base = yield* live
+      const raw = yield* rawSocket(server.address.port)
+      yield* upgrade(raw, "/")
+      raw.socket.pause() // reads nothing: the server's socket fills up
+      yield* until("the connection fiber and its reader", (n) => n === base + 2)
+      yield* Effect.sleep(50)
+      assert.strictEqual(yield* live, base + 2, "an open, idle connection: its fiber and the reader, no writer or timer")
+      yield* Deferred.succeed(gate, void 0)
+      yield* until("the writer fiber", (n) => n === base + 3)
+      // the peer goes away without a Close: everything the connection started ends
+      raw.socket.destroy()
+      yield* until("the connection's fibers to end", (n) => n === base)
+      // a close the peer never answers: the close-timeout fiber lives until it cuts the transport
+      const silent = yield* rawSocket(server.address.port)
+      yield* upgrade(silent, "/close")
+      yield* until("the close-timeout fiber", (n) => n === base + 3)
+      const cut = yield* within(5_000, "the cut", silent.closed)
+      assert.isUndefined(cut)
+      yield* until("every fiber to end after the cut", (n) => n === base)
+    }).pipe(Effect.scoped), 30_000)
+
+  it.live("interrupting the handler's fiber closes the connection with 1001", () =>
+    Effect.gen(function*() {
+      const fiber = yield* Deferred.make<Fiber.RuntimeFiber<unknown, unknown>>()
+      const server = yield* WebSocketServer.make({
+        handler: () => Effect.withFiberRuntime((f) => Effect.zipRight(Deferred.succeed(fiber, f), Effect.never))
+      })
+      const client = yield* connect(server.url)
+      yield* Fiber.interrupt(yield* within(5_000, "the handler", Deferred.await(fiber)))
+      const seen = yield* within(5_000, "the Close", recorder(client).waitClose)
+      assert.strictEqual(seen.code, 1001)
+    }).pipe(Effect.scoped))
+
+  it.live("a handler still running after its transport closed is interrupted within the close timeout", () =>
+    Effect.gen(function*() {
+      const interrupted = yield* Deferred.make<void>()
+      const server = yield* WebSocketServer.make({
+        closeTimeout: 200,
+        handler: () => Effect.onInterrupt(Effect.never, () => Deferred.succeed(interrupted, void 0))
+      })
+      const raw = yield* rawSocket(server.address.port)
+      yield* upgrade(raw, "/")
+      raw.socket.destroy()
+      yield* within(2_000, "the handler's interruption", Deferred.await(interrupted))
+      yield* within(2_000, "the connection to be released", Effect.gen(function*() {
+        while ((yield* server.connections) > 0) yield* Effect.sleep(10)
+      }))
+    }).pipe(Effect.scoped))
+})
+
+describe("run: the Effects a callback returns are supervised", () => {
+  const Tag = FiberRef.unsafeMake("none")
+
+  it.live("they see the logger and the FiberRefs around run, and are interrupted at shutdown", () =>
+    Effect.gen(function*() {
+      const logged: Array<string> = []
+      const seen: Array<string> = []
+      const started = yield* Deferred.make<void>()
+      const interrupted = yield* Deferred.make<void>()
+      const logger = Logger.make(({ message }) => logged.push(String(message)))
+      const serverScope = yield* Scope.make()
+      const server = yield* WebSocketServer.make({
+        handler: (ws) =>
+          ws.run((m) =>
+            m === "hang"
+              ? Effect.onInterrupt(Effect.zipRight(Deferred.succeed(started, void 0), Effect.never), () =>
+                Deferred.succeed(interrupted, void 0))
+              : Effect.gen(function*() {
+                seen.push(yield* FiberRef.get(Tag))
+                yield* Effect.log(`got ${m}`)
+                yield* ws.send(m)
+              })
+          ).pipe(
+            Effect.locally(Tag, "set around run"),
+            Effect.provide(Logger.replace(Logger.defaultLogger, logger))
+          )
+      }).pipe(Scope.extend(serverScope))
+      const client = yield* connect(server.url)
+      client.send("hello")
+      yield* within(5_000, "the echo", recorder(client).waitMessages(1))
+      assert.deepStrictEqual(seen, ["set around run"])
+      assert.deepStrictEqual(logged, ["got hello"])
+      client.send("hang")
+      yield* within(5_000, "the hanging Effect to start", Deferred.await(started))
+      yield* Scope.close(serverScope, Exit.void)
+      yield* within(5_000, "its interruption at shutdown", Deferred.await(interrupted))
+    }).pipe(Effect.scoped))
+
+  it.live("they are interrupted when the connection ends", () =>
+    Effect.gen(function*() {
+      const started = yield* Deferred.make<void>()
+      const interrupted = yield* Deferred.make<void>()
+      const server = yield* WebSocketServer.make({
+        handler: (ws) =>
+          ws.run(() =>
+            Effect.onInterrupt(Effect.zipRight(Deferred.succeed(started, void 0), Effect.never), () =>
+              Deferred.succeed(interrupted, void 0))
+          )
+      })
+      const client = yield* connect(server.url)
+      client.send("x")
+      yield* within(5_000, "the Effect to start", Deferred.await(started))
+      client.close()
+      yield* within(5_000, "its interruption", Deferred.await(interrupted))
+    }).pipe(Effect.scoped))
+})
+
+describe("close", () => {
+  it.live("the echo of the peer's Close carries its code and its reason", () =>
+    Effect.gen(function*() {
+      const server = yield* WebSocketServer.make({ handler: (ws) => Stream.runForEach(ws.messages, ws.send) })
+      const client = yield* connect(server.url)
+      client.close(4001, "see you ✓")
+      const seen = yield* within(5_000, "the Close reply", recorder(client).waitClose)
+      assert.deepStrictEqual(seen, { code: 4001, reason: "see you ✓" })
+    }).pipe(Effect.scoped))
+})
