@@ -17,7 +17,9 @@ const holdPort = Effect.acquireRelease(
     const server = net.createServer()
     server.listen(0, "127.0.0.1", () => resume(Effect.succeed(server)))
   }),
-  (server) => Effect.async<void>((resume) => server.close(() => resume(Effect.void)))
+  (server) => Effect.async<void>((resume) => {
+    server.close(() => resume(Effect.void))
+  })
 )
 
 /** Runs the chat's entry point with `env`; its exit code and output, or a failure after `ms`. */

@@ -3,7 +3,7 @@
  *
  * @since 0.1.0
  */
-import type { Effect, Stream } from "effect"
+import type { Effect, Sink, Stream } from "effect"
 import type { InvalidSendError, ProtocolError, WebSocketClosedError } from "./Errors.js"
 
 /**
@@ -108,6 +108,12 @@ export interface WebSocket<Data = unknown> {
    * do not modify them until the send completes.
    */
   readonly send: (data: Message, options?: SendOptions) => Effect.Effect<void, WebSocketClosedError>
+  /**
+   * A Sink that sends what it is given: each chunk is queued whole and written with one flush,
+   * and the Sink suspends while the buffered bytes are above the high-water mark. The
+   * pipeline form of an echo or a transform: `ws.messages.pipe(Stream.map(f), Stream.run(ws.sink))`.
+   */
+  readonly sink: Sink.Sink<void, Message, never, WebSocketClosedError>
   readonly sendText: (data: string, options?: SendOptions) => Effect.Effect<void, WebSocketClosedError>
   readonly sendBinary: (data: Uint8Array, options?: SendOptions) => Effect.Effect<void, WebSocketClosedError>
   /**

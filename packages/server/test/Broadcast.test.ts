@@ -168,6 +168,7 @@ describe("Broadcast.Topics: fan-out", () => {
               request: ws.request,
               protocol: ws.protocol,
               extensions: ws.extensions,
+              sink: ws.sink,
               data: ws.data,
               messages: ws.messages,
               run: ws.run,

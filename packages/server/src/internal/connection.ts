@@ -2,8 +2,8 @@ import type { Connection } from "@effect-websocket/protocol/Connection"
 import { isProtocolError } from "@effect-websocket/protocol/Errors"
 import type { ProtocolError } from "@effect-websocket/protocol/Errors"
 import type { PerMessageDeflateParams, ResolvedPerMessageDeflateOptions } from "@effect-websocket/protocol/PerMessageDeflate"
-import { Cause, Context, Deferred, Effect, Exit, FiberId, FiberRef, Option, Runtime, Scope, Tracer } from "effect"
-import type { Clock, Fiber, Stream } from "effect"
+import { Cause, Context, Deferred, Effect, Exit, FiberId, FiberRef, Option, Runtime, Scope, Sink, Tracer } from "effect"
+import type { Chunk, Clock, Fiber, Stream } from "effect"
 import type { Duplex } from "node:stream"
 import {
   InternalError,
@@ -121,6 +121,7 @@ export class WsConnection<Data> implements WebSocket<Data>, ConnectionPort, Inbo
   private boundUnsafeSend: WebSocket<Data>["unsafeSend"] | undefined = undefined
   private boundPing: WebSocket<Data>["ping"] | undefined = undefined
   private boundClose: WebSocket<Data>["close"] | undefined = undefined
+  private boundSink: WebSocket<Data>["sink"] | undefined = undefined
 
   constructor(setup: Setup<Data>, rest: Uint8Array) {
     this.transport = setup.transport
@@ -552,6 +553,9 @@ export class WsConnection<Data> implements WebSocket<Data>, ConnectionPort, Inbo
   get send(): WebSocket<Data>["send"] {
     return this.boundSend ??= (data, options) => this.sendEffect(data, options)
   }
+  get sink(): WebSocket<Data>["sink"] {
+    return this.boundSink ??= Sink.forEachChunk((chunk: Chunk.Chunk<Message>) => this.sendChunk(chunk))
+  }
   get sendText(): WebSocket<Data>["sendText"] {
     return this.send
   }
@@ -588,6 +592,15 @@ export class WsConnection<Data> implements WebSocket<Data>, ConnectionPort, Inbo
     return Effect.suspend(() => {
       if (!this.outbox.send(data, options)) return Effect.fail(CLOSED)
       return this.outbox.backpressure()
+    })
+  }
+
+  /** Queues a chunk of messages (one flush for all of them), then waits below the high-water mark. */
+  private sendChunk(chunk: Chunk.Chunk<Message>): Effect.Effect<void, WebSocketClosedError> {
+    return Effect.suspend(() => {
+      const outbox = this.outbox
+      for (const m of chunk) if (!outbox.send(m)) return Effect.fail(CLOSED)
+      return outbox.backpressure()
     })
   }
 
