@@ -163,10 +163,12 @@ describe("the connection's fibers", () => {
       // the peer goes away without a Close: everything the connection started ends
       raw.socket.destroy()
       yield* until("the connection's fibers to end", (n) => n === base)
-      // a close the peer never answers: the close-timeout fiber lives until it cuts the transport
+      // a close the peer never answers: the handler has ended, the reader and the close-timeout
+      // fiber live until the timeout cuts the transport
       const silent = yield* rawSocket(server.address.port)
       yield* upgrade(silent, "/close")
-      yield* until("the close-timeout fiber", (n) => n === base + 3)
+      yield* until("the reader and the close-timeout fiber", (n) => n === base + 2)
+      assert.isFalse(silent.isClosed())
       const cut = yield* within(5_000, "the cut", silent.closed)
       assert.isUndefined(cut)
       yield* until("every fiber to end after the cut", (n) => n === base)

@@ -106,12 +106,19 @@ export class WsConnection<Data> implements WebSocket<Data>, ConnectionPort, Inbo
   private readerAlive = false
 
   // the Effect side, set when the connection's fiber starts
-  private runtime: Runtime.Runtime<never> | undefined = undefined
+  /** The connection's fiber: the handler runs on it. */
+  private mainFiber: Fiber.RuntimeFiber<unknown, unknown> | undefined = undefined
+  /** A runtime with the connection fiber's context and FiberRefs, made on first use. */
+  private runtimeCache: Runtime.Runtime<never> | undefined = undefined
   private scopeRef: Scope.CloseableScope | undefined = undefined
-  private handlerFiber: Fiber.RuntimeFiber<unknown, unknown> | undefined = undefined
+  private readerFiber: Fiber.RuntimeFiber<void> | undefined = undefined
+  /** Fibers forked for the connection (close timeout, writer), interrupted when its Scope closes. */
+  private forked: Set<Fiber.RuntimeFiber<void>> | undefined = undefined
   handlerRunning = false
   private span: Tracer.Span | undefined = undefined
   private clock: Clock.Clock | undefined = undefined
+  /** Waiters for the Scope's close; `true` once it closed. */
+  private releaseWaiters: Array<() => void> | true | undefined = undefined
 
   private messagesIn = 0
 
@@ -155,36 +162,34 @@ export class WsConnection<Data> implements WebSocket<Data>, ConnectionPort, Inbo
   // ------------------------------------------------------------------ the connection's fiber
 
   /**
-   * The connection's whole life, on its own fiber: Scope, reader, handler, close, release.
-   * Interrupting this fiber interrupts the handler (the connection closes with 1001); the
-   * rest (the closing handshake, bounded by the close timeout, and the Scope's finalizers)
-   * runs to its end.
+   * The connection's fiber: it makes the connection's Scope, forks the reader fiber, and runs
+   * the handler with that Scope (and the connection's span) in its context. When the fiber
+   * ends, however (`handlerExited`), the connection closes with the code its end calls for;
+   * once the transport has closed too, the Scope is closed: the handler's finalizers run in
+   * reverse order, then `release` frees what the connection holds. Nothing of this stays on the
+   * fiber's stack while the handler runs: an idle connection keeps only the handler's frames.
    */
   lifetime<E, R>(
     handler: (ws: WebSocket<Data>) => Effect.Effect<unknown, E, R>,
     span: boolean
-  ): Effect.Effect<void, never, Exclude<R, Scope.Scope>> {
-    return Effect.uninterruptibleMask((restore) =>
-      Effect.withFiberRuntime<void, never, Exclude<R, Scope.Scope>>((fiber) => {
-        this.handlerFiber = fiber
-        return Effect.flatMap(Effect.zip(Effect.runtime<never>(), Scope.make()), ([runtime, scope]) => {
-          this.runtime = runtime
-          this.scopeRef = scope
-          // a close that began before this fiber ran gets its close timeout now
-          if (this.core.closeExpected) this.life.closing()
-          return Effect.zipRight(
-            Scope.addFinalizer(scope, Effect.suspend(() => this.release())),
-            Effect.zipRight(
-              Effect.forkIn(Effect.interruptible(this.reader()), scope),
-              Effect.flatMap(
-                Effect.exit(restore(this.runHandler(handler, scope, span))),
-                (exit) => this.afterHandler(exit, scope)
-              )
-            )
-          )
-        })
+  ): Effect.Effect<unknown, E, Exclude<R, Scope.Scope>> {
+    return Effect.withFiberRuntime<unknown, E, Exclude<R, Scope.Scope>>((fiber) => {
+      this.mainFiber = fiber
+      this.handlerRunning = true
+      fiber.addObserver((exit) => this.handlerExited(exit))
+      return Effect.flatMap(Scope.make(), (scope) => {
+        this.scopeRef = scope
+        // a close that began before this fiber ran gets its close timeout now
+        if (this.core.closeExpected) this.life.closing()
+        return Effect.zipRight(
+          Scope.addFinalizer(scope, Effect.suspend(() => this.release())),
+          Effect.flatMap(Effect.forkDaemon(this.reader()), (reader) => {
+            this.readerFiber = reader
+            return this.runHandler(handler, scope, span)
+          })
+        )
       })
-    ) as Effect.Effect<void, never, Exclude<R, Scope.Scope>>
+    })
   }
 
   private runHandler<E, R>(
@@ -192,16 +197,12 @@ export class WsConnection<Data> implements WebSocket<Data>, ConnectionPort, Inbo
     scope: Scope.Scope,
     span: boolean
   ): Effect.Effect<unknown, E, Exclude<R, Scope.Scope>> {
-    this.handlerRunning = true
     // The Scope (and the span) go into the fiber's context for good rather than through a
     // `provideService` frame each: the fiber is the connection's, and it ends with it.
-    const withScope = Effect.zipRight(
-      FiberRef.update(FiberRef.currentContext, Context.add(Scope.Scope, scope)),
-      Effect.suspend(() => handler(this))
-    ) as Effect.Effect<unknown, E, Exclude<R, Scope.Scope>>
-    if (!span) return withScope
+    const run = Effect.suspend(() => handler(this)) as Effect.Effect<unknown, E, Exclude<R, Scope.Scope>>
+    if (!span) return Effect.zipRight(FiberRef.update(FiberRef.currentContext, Context.add(Scope.Scope, scope)), run)
     // The handler inside the connection's span, the parent of the spans it makes; the span
-    // ends when the handler does (`afterHandler`).
+    // ends when the handler does (`handlerExited`).
     return Effect.flatMap(
       Effect.makeSpan("websocket.connection", {
         attributes: { "websocket.id": this.id, "url.path": this.request.url },
@@ -212,15 +213,20 @@ export class WsConnection<Data> implements WebSocket<Data>, ConnectionPort, Inbo
           flattenIds(s)
           this.span = s
           this.clock = clock
-          return Effect.zipRight(FiberRef.update(FiberRef.currentContext, Context.add(Tracer.ParentSpan, s)), withScope)
+          return Effect.zipRight(
+            FiberRef.update(
+              FiberRef.currentContext,
+              (context) => Context.add(Context.add(context, Tracer.ParentSpan, s), Scope.Scope, scope)
+            ),
+            run
+          )
         })
     )
   }
 
-  /** The handler ended: close with the code its end calls for, wait for the transport, release. */
-  private afterHandler(exit: Exit.Exit<unknown, unknown>, scope: Scope.CloseableScope): Effect.Effect<void> {
+  /** The handler's fiber ended: close with the code its end calls for; release once the transport is gone. */
+  private handlerExited(exit: Exit.Exit<unknown, unknown>): void {
     this.handlerRunning = false
-    this.handlerFiber = undefined
     const span = this.span
     if (span !== undefined) {
       this.span = undefined
@@ -228,7 +234,6 @@ export class WsConnection<Data> implements WebSocket<Data>, ConnectionPort, Inbo
         span.end(span.status.startTime === BigInt(0) ? BigInt(0) : this.clock!.unsafeCurrentTimeNanos(), exit)
       }
     }
-    let log: Effect.Effect<void> = Effect.void
     if (Exit.isSuccess(exit)) {
       this.startClose(1000, "")
     } else if (Cause.isInterruptedOnly(exit.cause)) {
@@ -245,43 +250,70 @@ export class WsConnection<Data> implements WebSocket<Data>, ConnectionPort, Inbo
           this.terminate(new InvalidPayloadError({ reason }))
         } else {
           this.terminate(new InternalError({ reason: "internal error", cause: exit.cause }))
-          log = Effect.logError("WebSocket handler failed", exit.cause)
+          Runtime.runFork(this.runtime())(Effect.logError("WebSocket handler failed", exit.cause))
         }
       }
     }
     this.life.handlerDone()
-    return Effect.zipRight(
-      log,
-      Effect.zipRight(
-        this.life.transportGone,
-        Effect.zipRight(this.inbox.interruptAll(), Scope.close(scope, exit))
-      )
-    )
+    if (this.scopeRef === undefined) return // interrupted before its Scope was made
+    const close = Effect.zipRight(this.inbox.interruptAll(), Scope.close(this.scopeRef, exit))
+    if (this.life.transportEnded) Runtime.runFork(this.runtime())(close)
+    else this.life.onTransportGone(() => Runtime.runFork(this.runtime())(close))
   }
 
   /** The Scope's own finalizer (the first added, so the last run): what the connection holds. */
   private release(): Effect.Effect<void> {
     this.readerAlive = false
+    const reader = this.readerFiber
+    if (reader !== undefined) reader.unsafeInterruptAsFork(FiberId.none)
+    const forked = this.forked
+    if (forked !== undefined) for (const f of forked) f.unsafeInterruptAsFork(FiberId.none)
     this.outbox.dropHeld()
     this.core.dispose()
     if (!this.transport.destroyed) this.transport.destroy()
-    this.life.handlerDone()
     this.owner.released(this)
+    const waiters = this.releaseWaiters
+    this.releaseWaiters = true
+    if (waiters !== undefined && waiters !== true) for (const w of waiters) w()
     return this.inbox.interruptAll()
   }
 
-  /** Forks an Effect in the connection's Scope, with the connection fiber's runtime. */
-  fork(effect: Effect.Effect<void>): Fiber.RuntimeFiber<void> | undefined {
-    const scope = this.scopeRef
-    if (scope === undefined || this.runtime === undefined) return undefined
-    // the runtime was taken in the connection fiber's uninterruptible region: the forks are not
-    return Runtime.runFork(this.runtime)(Effect.interruptible(effect), { scope })
+  /** A runtime with the connection fiber's context and FiberRefs (for the fibers it forks). */
+  private runtime(): Runtime.Runtime<never> {
+    const fiber = this.mainFiber
+    if (fiber === undefined) return Runtime.defaultRuntime
+    return this.runtimeCache ??= Runtime.make({
+      context: fiber.currentContext as Context.Context<never>,
+      runtimeFlags: Runtime.defaultRuntimeFlags,
+      fiberRefs: fiber.getFiberRefs()
+    })
   }
 
-  /** Interrupts the handler (it outlived its transport by the close timeout). */
+  /** Forks an Effect for the connection (interrupted when its Scope closes, if still running). */
+  fork(effect: Effect.Effect<void>): Fiber.RuntimeFiber<void> | undefined {
+    if (this.scopeRef === undefined || this.releaseWaiters === true) return undefined
+    const fiber = Runtime.runFork(this.runtime())(effect)
+    const forked = this.forked ??= new Set()
+    forked.add(fiber)
+    fiber.addObserver(() => forked.delete(fiber))
+    return fiber
+  }
+
+  /** Completes when the connection's Scope has closed (the handler ended, its finalizers ran). */
+  get released(): Effect.Effect<void> {
+    return Effect.async<void>((resume) => {
+      const waiters = this.releaseWaiters
+      if (waiters === true) return resume(Effect.void)
+      const w = () => resume(Effect.void)
+      if (waiters === undefined) this.releaseWaiters = [w]
+      else waiters.push(w)
+    })
+  }
+
+  /** Interrupts the handler (it outlived its transport by the close timeout, or the server shuts down). */
   interruptHandler(): boolean {
-    const f = this.handlerFiber
-    if (f === undefined) return false
+    const f = this.mainFiber
+    if (f === undefined || !this.handlerRunning) return false
     f.unsafeInterruptAsFork(FiberId.none)
     return true
   }
@@ -296,16 +328,20 @@ export class WsConnection<Data> implements WebSocket<Data>, ConnectionPort, Inbo
   /**
    * The reader fiber: resumed once per transport event (a read, its end, its close), it feeds
    * the protocol core and delivers what came out, then flushes what the core has to send as
-   * one batch. No Effect per frame or per message.
+   * one batch. No Effect per frame or per message; its loop is built once per connection.
    */
   private reader(): Effect.Effect<void> {
     this.readerAlive = true
     this.transport.resume()
-    return readerStep(this)
+    const wait = Effect.async<void>((resume) => {
+      this.readerResume = resume
+    })
+    const loop: Effect.Effect<void> = Effect.flatMap(wait, () => this.drain() ? Effect.void : loop)
+    return Effect.suspend(() => this.drain() ? Effect.void : loop)
   }
 
-  /** @internal one reader step: handle what waits, or suspend until an event arrives. */
-  readStep(): Effect.Effect<void> | undefined {
+  /** Handles what waits; true once the transport is gone (the reader ends). */
+  private drain(): boolean {
     // events that arrive while these are handled (a 'close' emitted by a destroy) are handled too
     for (let items = this.pending; items !== undefined; items = this.pending) {
       this.pending = undefined
@@ -313,14 +349,9 @@ export class WsConnection<Data> implements WebSocket<Data>, ConnectionPort, Inbo
     }
     if (this.life.transportEnded) {
       this.readerAlive = false
-      return undefined
+      return true
     }
-    return Effect.async<void>((resume) => {
-      this.readerResume = resume
-      return Effect.sync(() => {
-        this.readerResume = undefined
-      })
-    })
+    return false
   }
 
   /** A transport event: to the reader fiber, or handled here when there is no reader. */
@@ -581,8 +612,8 @@ export class WsConnection<Data> implements WebSocket<Data>, ConnectionPort, Inbo
   private runWith<_, E, R>(
     onMessage: (message: Message) => Effect.Effect<_, E, R> | void
   ): Effect.Effect<void, ProtocolError | E, R> {
-    return Effect.flatMap(Effect.runtime<never>(), (runtime) => {
-      this.inbox.start(onMessage, runtime)
+    return Effect.withFiberRuntime<void, ProtocolError | E, R>((fiber) => {
+      this.inbox.start(onMessage, fiber as Fiber.RuntimeFiber<unknown, unknown>)
       if (this.core.closeOwed) this.caughtUp()
       return this.life.awaitEnd()
     })
@@ -628,12 +659,6 @@ export class WsConnection<Data> implements WebSocket<Data>, ConnectionPort, Inbo
 }
 
 export { InvalidSendError }
-
-const readerStep = <Data>(c: WsConnection<Data>): Effect.Effect<void> =>
-  Effect.suspend(() => {
-    const wait = c.readStep()
-    return wait === undefined ? Effect.void : Effect.zipRight(wait, readerStep(c))
-  })
 
 const CONNECTION: unique symbol = Symbol("effect-websocket/connection")
 interface TransportWithConnection extends Duplex {

@@ -1,6 +1,6 @@
 import type { ProtocolError } from "@effect-websocket/protocol/Errors"
 import { Cause, Chunk, Effect, FiberId, Option, Runtime, Stream } from "effect"
-import type { Fiber } from "effect"
+import type { Context, Fiber } from "effect"
 import { InternalError } from "../Errors.js"
 import * as Metrics from "../Metrics.js"
 import type { Message } from "../WebSocket.js"
@@ -53,6 +53,8 @@ export class Inbox {
   private paused = false
   /** `run`: the callback, the runtime its Effects are forked with, and those still running. */
   private callback: ((m: Message) => unknown) | undefined = undefined
+  /** The fiber that called `run`: its context and FiberRefs are those the Effects run with. */
+  private caller: Fiber.RuntimeFiber<unknown, unknown> | undefined = undefined
   private runtime: Runtime.Runtime<never> | undefined = undefined
   private running: Set<Fiber.RuntimeFiber<unknown, unknown>> | undefined = undefined
   private runFailed = false
@@ -161,8 +163,8 @@ export class Inbox {
    * logger, tracer, annotations and services), each tracked until it ends, and interrupted
    * when the connection ends (`interruptAll`).
    */
-  start(onMessage: (m: Message) => unknown, runtime: Runtime.Runtime<never>): void {
-    this.runtime = runtime
+  start(onMessage: (m: Message) => unknown, caller: Fiber.RuntimeFiber<unknown, unknown>): void {
+    this.caller = caller
     const items = this.items
     const ended = items.includes(END, this.head)
     const pending = items.slice(this.head).filter((m): m is Message => m !== END)
@@ -178,7 +180,13 @@ export class Inbox {
   private fork(effect: Effect.Effect<unknown, unknown, any>, size: number): void {
     const running = this.running ??= new Set()
     this.load += size
-    const fiber = Runtime.runFork(this.runtime!)(effect as Effect.Effect<unknown, unknown>)
+    // made on the first Effect: a `run` whose callback returns none never pays for a runtime
+    const runtime = this.runtime ??= Runtime.make({
+      context: this.caller!.currentContext as Context.Context<never>,
+      runtimeFlags: Runtime.defaultRuntimeFlags,
+      fiberRefs: this.caller!.getFiberRefs()
+    })
+    const fiber = Runtime.runFork(runtime)(effect as Effect.Effect<unknown, unknown>)
     running.add(fiber)
     this.flow()
     fiber.addObserver((exit) => {

@@ -145,7 +145,16 @@ export class Lifecycle {
   }
 
   /** Completes when the transport has closed, however. */
-  readonly transportGone: Effect.Effect<void> = Effect.suspend(() => Effect.ignore(this.awaitEnd()))
+  get transportGone(): Effect.Effect<void> {
+    return Effect.ignore(this.awaitEnd())
+  }
+
+  /** Calls `f` once the transport has closed (at once if it has). */
+  onTransportGone(f: () => void): void {
+    if (this.ended !== undefined) f()
+    else if (this.endWaiters === undefined) this.endWaiters = [() => f()]
+    else this.endWaiters.push(() => f())
+  }
 
   // ------------------------------------------------------------------ ping
 

@@ -19,6 +19,8 @@ export interface ConnectionPort {
   readonly transportEnded: boolean
   /** Completes when the transport is closed. */
   readonly transportClosed: Effect.Effect<void>
+  /** Completes when the connection's Scope has closed (its handler ended, its finalizers ran). */
+  readonly released: Effect.Effect<void>
   /** The server's permessage-deflate options and what this connection agreed (broadcast's delivery class). */
   readonly compression: {
     readonly options: ResolvedPerMessageDeflateOptions
@@ -41,6 +43,8 @@ export interface ConnectionPort {
   checkDeadlines(now: number): void
   /** Cuts the transport (an owed Close is written first). */
   destroy(): void
+  /** Interrupts the handler if it is still running. */
+  interruptHandler(): boolean
 }
 
 /** @internal the symbol under which a handle exposes its port. */

@@ -3,7 +3,8 @@ import { HandshakeError } from "@effect-websocket/protocol/Errors"
 import type { RawRequest, UpgradeRequest } from "@effect-websocket/protocol/Handshake"
 import { acceptResponse, rejectResponse, RequestParser, validateUpgrade } from "@effect-websocket/protocol/Handshake"
 import { negotiate, PerMessageDeflate } from "@effect-websocket/protocol/PerMessageDeflate"
-import { Cause, Effect, Fiber, FiberSet, Option, Runtime } from "effect"
+import { Cause, Effect, FiberSet, Option, Runtime } from "effect"
+import type { Fiber } from "effect"
 import type { Context, Scope } from "effect"
 import * as net from "node:net"
 import * as tls from "node:tls"
@@ -199,9 +200,9 @@ export class Engine<Data, E, R, E2, R2> implements Owner {
         },
         onSuccess: (accept) =>
           Effect.flatMap(Effect.runtime<Exclude<R, Scope.Scope>>(), (runtime) => {
-            const fiber = this.accept(socket, info, accept, rest, Runtime.runFork(runtime))
-            // the route's fiber lasts as long as the connection (its Scope closed)
-            return fiber !== undefined && wait ? Fiber.await(fiber) : Effect.void
+            const ws = this.accept(socket, info, accept, rest, Runtime.runFork(runtime))
+            // the route's fiber lasts as long as the connection (until its Scope closed)
+            return ws !== undefined && wait ? ws.released : Effect.void
           })
       })
     })
@@ -214,7 +215,7 @@ export class Engine<Data, E, R, E2, R2> implements Owner {
     accept: UpgradeAccept<Data>,
     rest: Uint8Array,
     runFork: <A, EX>(effect: Effect.Effect<A, EX, Exclude<R, Scope.Scope>>) => Fiber.RuntimeFiber<A, EX>
-  ): Fiber.RuntimeFiber<void> | undefined {
+  ): ConnectionPort | undefined {
     if (this.shuttingDown || socket.destroyed) {
       socket.destroy()
       return undefined
@@ -259,7 +260,8 @@ export class Engine<Data, E, R, E2, R2> implements Owner {
       owner: this
     }, rest)
     this.opened(socket, ws)
-    return this.startConnection(ws, runFork)
+    this.startConnection(ws, runFork)
+    return ws
   }
 
   /** A connection was accepted on this socket (the HTTP route keeps track of it). */
@@ -272,7 +274,7 @@ export class Engine<Data, E, R, E2, R2> implements Owner {
   private startConnection(
     ws: WsConnection<Data>,
     runFork: <A, EX>(effect: Effect.Effect<A, EX, Exclude<R, Scope.Scope>>) => Fiber.RuntimeFiber<A, EX>
-  ): Fiber.RuntimeFiber<void> {
+  ): void {
     const connections = this.connections
     connections.add(ws)
     Metrics.connectionsOpen.unsafeUpdate(connections.size, NO_TAGS)
@@ -281,7 +283,7 @@ export class Engine<Data, E, R, E2, R2> implements Owner {
       this.timersRunning = true
       runFork(this.timers)
     }
-    return runFork(ws.lifetime(this.handlerOptions.handler, this.handlerOptions.connectionSpan !== false))
+    runFork(ws.lifetime(this.handlerOptions.handler, this.handlerOptions.connectionSpan !== false))
   }
 
   /** A connection's Scope closed. */
@@ -341,11 +343,19 @@ export class Engine<Data, E, R, E2, R2> implements Owner {
       return Effect.forEach(open, (ws) => ws.transportClosed, { concurrency: "unbounded", discard: true }).pipe(
         Effect.timeout(this.options.closeTimeout),
         Effect.ignore,
-        Effect.tap(() =>
-          Effect.sync(() => {
-            for (const ws of this.connections) ws.destroy()
-          })
-        )
+        Effect.zipRight(Effect.suspend(() => {
+          // what is left is cut; handlers still running are interrupted; every connection's
+          // Scope has closed (its finalizers ran) before the server is gone
+          const left = [...this.connections]
+          for (const ws of left) {
+            ws.destroy()
+            ws.interruptHandler()
+          }
+          return Effect.forEach(left, (ws) => ws.released, { concurrency: "unbounded", discard: true }).pipe(
+            Effect.timeout(this.options.closeTimeout),
+            Effect.ignore
+          )
+        }))
       )
     })
   }
