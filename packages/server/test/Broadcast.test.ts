@@ -365,7 +365,9 @@ describe("Broadcast.Topics: permessage-deflate (RFC 7692)", () => {
 
 /** An in-memory bus standing in for Redis: what a cross-process backend has to do. */
 const makeBus = () => {
-  const members: Array<(topic: string, message: Message, options: Broadcast.PublishOptions) => void> = []
+  const members: Array<
+    (topic: string, message: Message, options: Broadcast.PublishOptions, offset: string | undefined) => void
+  > = []
   const interest: Array<[number, string, boolean]> = []
   const backend = (id: number): Broadcast.Backend => ({
     connect: (receive) =>
@@ -375,7 +377,7 @@ const makeBus = () => {
           return {
             publish: (topic: string, message: Message, options: Broadcast.PublishOptions) =>
               Effect.sync(() => {
-                for (const other of members) if (other !== receive) other(topic, message, options)
+                for (const other of members) if (other !== receive) other(topic, message, options, undefined)
               }),
             interest: (topic: string, subscribed: boolean) => void interest.push([id, topic, subscribed])
           }
@@ -390,7 +392,7 @@ describe("Broadcast.TopicsBackend: publishes across registries", () => {
   it.scopedLive("two registries on one bus deliver each other's publishes, once, and report interest", () =>
     Effect.gen(function*() {
       const bus = makeBus()
-      const registry = (id: number): Effect.Effect<Broadcast.Service, never, Scope.Scope> =>
+      const registry = (id: number): Effect.Effect<Broadcast.Service, Broadcast.BackendError, Scope.Scope> =>
         Broadcast.make().pipe(Effect.provideService(Broadcast.TopicsBackend, bus.backend(id)))
       const one = yield* serveTopics(yield* registry(1))
       const two = yield* serveTopics(yield* registry(2))
