@@ -1,7 +1,7 @@
 /**
  * A real redis-server for tests: Debian's `redis-server` (`apt-get install redis-server`; `.ci/run`
  * installs it), on a free port of 127.0.0.1 with its own data directory, no persistence, stopped
- * with the scope. By hand: `redis-server --port 6390 --bind 127.0.0.1 --dir /tmp/r --save "" --appendonly no`.
+ * with the scope (`durable`: an append-only file fsynced on every write instead). By hand: `redis-server --port 6390 --bind 127.0.0.1 --dir /tmp/r --save "" --appendonly no`.
  */
 import { Effect } from "effect"
 import type { Scope } from "effect"
@@ -63,7 +63,13 @@ export interface RedisServer {
   readonly command: (args: Array<string>) => Effect.Effect<unknown>
 }
 
-export const startRedis = (options: { readonly password?: string } = {}): Effect.Effect<RedisServer, Error, Scope.Scope> =>
+export const startRedis = (
+  options: {
+    readonly password?: string
+    /** Append-only file fsynced on every write: a killed server comes back with its streams. */
+    readonly durable?: boolean
+  } = {}
+): Effect.Effect<RedisServer, Error, Scope.Scope> =>
   Effect.gen(function*() {
     const dir = mkdtempSync(join(tmpdir(), "ews-redis-"))
     const port = yield* Effect.promise(freePort)
@@ -71,7 +77,8 @@ export const startRedis = (options: { readonly password?: string } = {}): Effect
     const exited = new WeakSet<ChildProcess>()
     const args = [
       "--port", String(port), "--bind", "127.0.0.1", "--dir", dir,
-      "--save", "", "--appendonly", "no", "--loglevel", "warning",
+      "--save", "", "--loglevel", "warning",
+      ...(options.durable === true ? ["--appendonly", "yes", "--appendfsync", "always"] : ["--appendonly", "no"]),
       ...(options.password !== undefined ? ["--requirepass", options.password] : [])
     ]
     const start = Effect.gen(function*() {
@@ -118,3 +125,70 @@ export const startRedis = (options: { readonly password?: string } = {}): Effect
         })
     }
   })
+
+export interface ServerProcess {
+  readonly port: number
+  readonly url: string
+  /** JSON lines the process printed after its port (backend events). */
+  readonly events: Array<{ readonly _tag: string; readonly topic?: string; readonly missed?: number }>
+  readonly alive: () => boolean
+  readonly kill: (signal: NodeJS.Signals) => Effect.Effect<void>
+}
+
+const fixture = new URL("./fixtures/topicsServer.ts", import.meta.url).pathname
+
+/** `fixtures/topicsServer.ts` in a child process on Redis; killed with the scope. */
+export const serverProcess = (
+  env: Record<string, string>
+): Effect.Effect<ServerProcess, Error, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.async<{ child: ChildProcess; port: number; events: ServerProcess["events"] }, Error>((resume) => {
+      const child = spawn(process.execPath, ["--conditions=source", "--import", "tsx", fixture], {
+        env: { ...process.env, ...env },
+        stdio: ["ignore", "pipe", "inherit"]
+      })
+      const events: ServerProcess["events"] = []
+      let buffer = ""
+      let port: number | undefined
+      child.stdout!.on("data", (d: Buffer) => {
+        buffer += d.toString()
+        let nl: number
+        while ((nl = buffer.indexOf("\n")) >= 0) {
+          const line = buffer.slice(0, nl)
+          buffer = buffer.slice(nl + 1)
+          try {
+            const value = JSON.parse(line)
+            if (port === undefined && typeof value.port === "number") {
+              port = value.port
+              resume(Effect.succeed({ child, port: port!, events }))
+            } else events.push(value)
+          } catch {
+            // a log line
+          }
+        }
+      })
+      child.once("exit", (code) => {
+        if (port === undefined) resume(Effect.fail(new Error(`server process exited with ${code}`)))
+      })
+    }),
+    ({ child }) =>
+      Effect.async<void>((resume) => {
+        if (child.exitCode !== null || child.signalCode !== null) return resume(Effect.void)
+        child.once("exit", () => resume(Effect.void))
+        child.kill("SIGKILL")
+      })
+  ).pipe(
+    Effect.timeoutFail({ duration: "20 seconds", onTimeout: () => new Error("server process did not start") }),
+    Effect.map(({ child, events, port }) => ({
+      port,
+      url: `ws://127.0.0.1:${port}`,
+      events,
+      alive: () => child.exitCode === null && child.signalCode === null,
+      kill: (signal: NodeJS.Signals) =>
+        Effect.async<void>((resume) => {
+          if (child.exitCode !== null || child.signalCode !== null) return resume(Effect.void)
+          child.once("exit", () => resume(Effect.void))
+          child.kill(signal)
+        })
+    }))
+  )
