@@ -683,14 +683,15 @@ const connectRedis = (
           const link = cmd
           if (link === undefined) return [...(presence.get(topic) ?? [])].sort()
           const pids = (yield* command<Array<Buffer>>(link, ["SMEMBERS", presenceSet(topic)])).map(String)
-          if (pids.length === 0) return []
           const values = yield* command<Array<Buffer | null>>(link, ["MGET", ...pids.map((p) => presenceKey(topic, p))])
           const names: Array<string> = []
           const gone: Array<string> = []
           values.forEach((v, i) => {
             if (v === null) gone.push(pids[i]!)
-            else names.push(...(JSON.parse(v.toString()) as Array<string>))
+            else if (pids[i] !== processId) names.push(...(JSON.parse(v.toString()) as Array<string>))
           })
+          // This process's own names as they are now (its write to Redis may still be on the way).
+          names.push(...(presence.get(topic) ?? []))
           if (gone.length > 0) ignore(link.client.sendCommand(["SREM", presenceSet(topic), ...gone]))
           return names.sort()
         }).pipe(Effect.orElseSucceed(() => [...(presence.get(topic) ?? [])].sort())),

@@ -37,7 +37,8 @@ const alive = (processes: ReadonlyArray<ServerProcess>) => {
   for (const p of processes) assert.isTrue(p.alive(), "no process crashed")
 }
 
-describe("Broadcast.layerRedis across processes", () => {
+// Child processes start slowly on a loaded machine (tsx compiles the sources).
+describe("Broadcast.layerRedis across processes", { timeout: 180_000 }, () => {
   it.scopedLive("stream: subscribe, publish, unsubscribe and close are seen by both processes, in one order", () =>
     Effect.gen(function*() {
       const redis = yield* startRedis()

@@ -178,7 +178,7 @@ export const serverProcess = (
         child.kill("SIGKILL")
       })
   ).pipe(
-    Effect.timeoutFail({ duration: "20 seconds", onTimeout: () => new Error("server process did not start") }),
+    Effect.timeoutFail({ duration: "90 seconds", onTimeout: () => new Error("server process did not start") }),
     Effect.map(({ child, events, port }) => ({
       port,
       url: `ws://127.0.0.1:${port}`,
