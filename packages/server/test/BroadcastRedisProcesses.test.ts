@@ -163,3 +163,67 @@ describe("Broadcast.layerRedis across processes", { timeout: 180_000 }, () => {
       alive(processes)
     }))
 })
+
+describe("Cluster.runMain: workers behind one port on Redis", { timeout: 180_000 }, () => {
+  it.scopedLive("a worker killed with SIGKILL: its clients see 1006, the others carry on, it comes back, presence forgets it; SIGTERM closes all with 1001", () =>
+    Effect.gen(function*() {
+      const redis = yield* startRedis()
+      const primary = yield* serverProcess({ REDIS_URL: redis.url, MODE: "stream", WORKERS: "2" })
+      const workers = () => primary.events.filter((e) => typeof e.worker === "number")
+      yield* pollUntil(Effect.sync(workers), (w) => w.length === 2, 60_000)
+      // both listening: the first printed its port before the helper returned, the second after
+      yield* pollUntil(Effect.sync(() => primary.events.filter((e) => e.port !== undefined).length), (n) => n >= 1, 90_000)
+      const observer = yield* Effect.flatMap(
+        Layer.build(Broadcast.layerRedis({ url: redis.url, mode: "pubsub" })),
+        (ctx) => Effect.succeed(ctx.unsafeMap.get(Broadcast.Topics.key) as Broadcast.Service)
+      )
+      // clients until both workers have some (the primary hands connections round-robin)
+      const clients: Array<{ client: WsClient; pid: number; name: string }> = []
+      const pids = () => new Set(clients.map((c) => c.pid))
+      for (let i = 0; i < 20 && (clients.length < 6 || pids().size < 2); i++) {
+        const name = `c${i}`
+        const client = yield* connect(`${primary.url}/room?hello&name=${name}`)
+        yield* recorder(client).waitMessages(1)
+        clients.push({ client, pid: Number(String(recorder(client).messages[0]!.data).split(" ")[1]), name })
+      }
+      assert.strictEqual(pids().size, 2, "both workers serve clients")
+      const members = (n: number) => pollUntil(observer.members("room"), (m) => m.length === n, 15_000)
+      assert.strictEqual((yield* members(clients.length)).length, clients.length)
+      const victim = clients[0]!.pid
+      const dead = clients.filter((c) => c.pid === victim)
+      const living = clients.filter((c) => c.pid !== victim)
+
+      process.kill(victim, "SIGKILL")
+      for (const c of dead) assert.strictEqual((yield* recorder(c.client).waitClose).code, 1006)
+      // the others carry on: a publish on the surviving worker reaches all of them
+      living[0]!.client.send("after-crash")
+      for (const c of living) {
+        yield* pollUntil(Effect.sync(() => recorder(c.client).messages.some((m) => String(m.data).endsWith("after-crash"))), (x) => x, 10_000)
+        assert.strictEqual(recorder(c.client).closed, undefined)
+      }
+      // the worker comes back
+      const replacement = yield* pollUntil(
+        Effect.sync(() => workers().find((e) => e.replacing === victim)),
+        (w) => w !== undefined,
+        60_000
+      )
+      assert.isDefined(replacement)
+      yield* pollUntil(Effect.sync(() => primary.events.filter((e) => e.port !== undefined).length), (n) => n >= 2, 90_000)
+      // the new worker serves: a client it takes gets the publishes of the other worker's clients
+      const fresh = []
+      for (let i = 0; i < 2; i++) {
+        const client = yield* connect(`${primary.url}/room?hello`)
+        yield* recorder(client).waitMessages(1)
+        fresh.push({ client, pid: Number(String(recorder(client).messages[0]!.data).split(" ")[1]) })
+      }
+      const onNew = fresh.find((c) => c.pid === replacement!.worker)
+      assert.isDefined(onNew, "a new connection lands on the replacement worker")
+      living[0]!.client.send("to-the-new-one")
+      yield* pollUntil(Effect.sync(() => recorder(onNew!.client).messages.some((m) => String(m.data).endsWith("to-the-new-one"))), (x) => x, 10_000)
+      // presence forgets the dead worker's clients (TTL), keeps the others
+      assert.deepStrictEqual(yield* members(living.length), living.map((c) => c.name).sort())
+      // graceful shutdown: every WebSocket gets 1001
+      yield* primary.kill("SIGTERM")
+      for (const c of [...living, ...fresh]) assert.strictEqual((yield* recorder(c.client).waitClose).code, 1001)
+    }))
+})

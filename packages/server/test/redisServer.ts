@@ -130,7 +130,9 @@ export interface ServerProcess {
   readonly port: number
   readonly url: string
   /** JSON lines the process printed after its port (backend events). */
-  readonly events: Array<{ readonly _tag: string; readonly topic?: string; readonly missed?: number }>
+  readonly events: Array<
+    { readonly _tag: string; readonly topic?: string; readonly missed?: number; readonly worker?: number; readonly replacing?: number | null; readonly port?: number }
+  >
   readonly alive: () => boolean
   readonly kill: (signal: NodeJS.Signals) => Effect.Effect<void>
 }
@@ -171,11 +173,31 @@ export const serverProcess = (
         if (port === undefined) resume(Effect.fail(new Error(`server process exited with ${code}`)))
       })
     }),
-    ({ child }) =>
+    ({ child, events }) =>
       Effect.async<void>((resume) => {
-        if (child.exitCode !== null || child.signalCode !== null) return resume(Effect.void)
-        child.once("exit", () => resume(Effect.void))
-        child.kill("SIGKILL")
+        // Workers of a cluster fixture too, whatever happened to their primary.
+        const workers = () => {
+          for (const e of events) {
+            if (typeof e.worker === "number") {
+              try {
+                process.kill(e.worker, "SIGKILL")
+              } catch {
+                // gone
+              }
+            }
+          }
+        }
+        if (child.exitCode !== null || child.signalCode !== null) {
+          workers()
+          return resume(Effect.void)
+        }
+        const timer = setTimeout(() => child.kill("SIGKILL"), 10_000)
+        child.once("exit", () => {
+          clearTimeout(timer)
+          workers()
+          resume(Effect.void)
+        })
+        child.kill("SIGTERM")
       })
   ).pipe(
     Effect.timeoutFail({ duration: "90 seconds", onTimeout: () => new Error("server process did not start") }),
