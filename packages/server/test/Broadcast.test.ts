@@ -223,6 +223,30 @@ const publishUntil = (
 const indexes = (messages: ReadonlyArray<{ data: string | Buffer }>) =>
   messages.map((m) => (m.data as Buffer).readUInt32BE(0))
 
+describe("Broadcast.Topics: one write per connection per tick", () => {
+  it.scopedLive("the frames one tick publishes to a connection reach its socket in one write", () =>
+    Effect.gen(function*() {
+      const { handles, server, subscribers, topics } = yield* setup()
+      const client = yield* connect(`${server.url}/t`)
+      yield* subscribers("t", 1)
+      const socket = (handles[0] as unknown as { socket: Record<string, unknown> }).socket
+      let writes = 0
+      for (const method of ["_write", "_writev"]) {
+        const original = socket[method] as (...args: Array<unknown>) => unknown
+        socket[method] = function(this: unknown, ...args: Array<unknown>) {
+          writes++
+          return original.apply(this, args)
+        }
+      }
+      yield* Effect.sync(() => {
+        for (let i = 0; i < 8; i++) Effect.runSync(topics.publish("t", `m${i}`))
+      })
+      yield* recorder(client).waitMessages(8)
+      assert.deepStrictEqual(recorder(client).messages.map((m) => m.data), Array.from({ length: 8 }, (_, i) => `m${i}`))
+      assert.strictEqual(writes, 1)
+    }))
+})
+
 describe("Broadcast.Topics: slow subscribers (bounded memory)", () => {
   it.scopedLive("drop: a subscriber over its limit misses messages and stays subscribed; the others get all", () =>
     Effect.gen(function*() {

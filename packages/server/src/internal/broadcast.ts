@@ -109,11 +109,12 @@ export const isAccepting = (conn: WsConnection<unknown>): boolean =>
 /**
  * Writes a complete frame built elsewhere. What the connection queued before goes out first
  * (its pending batch is flushed), so the frame keeps its place among the connection's own
- * sends. The frame must be a final, unmasked data frame; RSV1 only where permessage-deflate was
+ * sends; the socket stays corked until the next tick, so the frames one tick publishes to a
+ * connection go out in one write. The frame must be a final, unmasked data frame; RSV1 only where permessage-deflate was
  * agreed and the payload was compressed on a fresh context (`server_no_context_takeover`).
  */
 export const writeFrame = (conn: WsConnection<unknown>, frame: Uint8Array): void => {
-  conn.writePrebuilt(frame)
+  conn.writePrebuiltLater(frame)
   if (conn.socket.writableLength > conn.options.maxBufferedBytes) {
     conn.terminate(new PolicyViolationError({ reason: "send buffer over limit" }))
   }

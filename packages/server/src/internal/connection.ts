@@ -22,6 +22,8 @@ const CLOSED = new WebSocketClosedError({ reason: "connection is not open" })
 type Resume<A, E> = (effect: Effect.Effect<A, E>) => void
 
 /** What a message counts for in the byte limits (UTF-16 units for text, as before encoding). */
+const uncorkTick = (socket: { uncork(): void }): void => socket.uncork()
+
 const messageSize = (m: Message): number => (typeof m === "string" ? m.length : m.byteLength)
 
 /**
@@ -519,6 +521,19 @@ export class WsConnection<Data> implements WebSocket<Data> {
     this.flush()
     this.socket.write(frame)
     this.lastActivity = Date.now()
+  }
+
+  /**
+   * `writePrebuilt` with the socket corked until the next tick: what one tick publishes to this
+   * connection goes out in one write (writev) instead of one per frame.
+   */
+  writePrebuiltLater(frame: Uint8Array): void {
+    const socket = this.socket
+    if (socket.writableCorked === 0 && !this.transportClosed) {
+      socket.cork()
+      process.nextTick(uncorkTick, socket)
+    }
+    this.writePrebuilt(frame)
   }
 
   /** Bytes waiting: held back, queued in the core, and in the socket's buffer. */
