@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Cause, Effect, Exit, Layer } from "effect"
+import { Cause, Effect, Exit, Layer, Metric, Stream } from "effect"
 import { Scope } from "effect"
 import * as Broadcast from "../src/Broadcast.js"
 import * as BroadcastRedis from "../src/BroadcastRedis.js"
@@ -191,3 +191,63 @@ describe("Broadcast.layerRedis: resume (\"stream\")", () => {
     }))
 })
 
+
+describe("Broadcast.layerRedis: the local queue while Redis is away (\"stream\")", () => {
+  it.scopedLive("publishes wait in a bounded queue; when full the oldest go (counted), the rest go out in order, the receivers see the gap", () =>
+    Effect.gen(function*() {
+      const redis = yield* startRedis()
+      const options = {
+        url: redis.url,
+        mode: "stream" as const,
+        queueSize: 5,
+        commandTimeout: "300 millis" as const,
+        healthInterval: "100 millis" as const
+      }
+      const sender = yield* redisTopics(options)
+      const receiver = yield* redisTopics(options)
+      const events: Array<Broadcast.BackendEvent> = []
+      yield* Effect.forkScoped(Stream.runForEach(receiver.events, (e) => Effect.sync(() => events.push(e))))
+      const server = yield* serve(receiver)
+      const client = yield* connect(`${server.url}/q`)
+      yield* Effect.sleep(300)
+      yield* sender.publish("q", "before")
+      yield* recorder(client).waitMessages(1)
+      const dropped0 = (yield* Metric.value(BroadcastRedis.metrics.queueDropped)).count
+      yield* redis.freeze
+      yield* Effect.sleep(800) // past the command timeout: the link is down
+      for (let i = 0; i < 20; i++) yield* sender.publish("q", `m${i}`)
+      assert.strictEqual((yield* Metric.value(BroadcastRedis.metrics.queued)).value, 5)
+      assert.strictEqual((yield* Metric.value(BroadcastRedis.metrics.queueDropped)).count - dropped0, 15)
+      yield* redis.thaw
+      yield* recorder(client).waitMessages(6)
+      yield* Effect.sleep(200)
+      assert.deepStrictEqual(texts(client), ["before", "m15", "m16", "m17", "m18", "m19"])
+      const gap = events.find((e) => e._tag === "Gap")
+      assert.deepStrictEqual(gap, { _tag: "Gap", topic: "q", missed: 15 })
+    }))
+})
+
+describe("Broadcast.layerLocal: offsets, resume and presence in one process", () => {
+  it.scopedLive("offsets count a topic's publishes; since replays the kept window; members lists the named subscribers", () =>
+    Effect.gen(function*() {
+      const topics = yield* Effect.flatMap(
+        Layer.build(Broadcast.layerLocal({ historySize: 3, withOffset: (m, offset) => `${offset} ${String(m)}` })),
+        (ctx) => Effect.succeed(ctx.unsafeMap.get(Broadcast.Topics.key) as Broadcast.Service)
+      )
+      const server = yield* serve(topics)
+      const a = yield* connect(`${server.url}/t?name=ada`)
+      yield* pollUntil(topics.subscriberCount("t"), (n) => n === 1, 5_000)
+      for (let i = 1; i <= 5; i++) yield* topics.publish("t", `m${i}`)
+      yield* recorder(a).waitMessages(5)
+      assert.deepStrictEqual(texts(a), ["1 m1", "2 m2", "3 m3", "4 m4", "5 m5"])
+      // since 1: the window holds 3..5 only (2 is gone)
+      const b = yield* connect(`${server.url}/t?since=1&name=bob`)
+      yield* recorder(b).waitMessages(3)
+      yield* topics.publish("t", "m6")
+      yield* recorder(b).waitMessages(4)
+      assert.deepStrictEqual(texts(b), ["3 m3", "4 m4", "5 m5", "6 m6"])
+      assert.deepStrictEqual(yield* topics.members("t"), ["ada", "bob"])
+      a.close()
+      assert.deepStrictEqual(yield* pollUntil(topics.members("t"), (m) => m.length === 1, 5_000), ["bob"])
+    }))
+})
