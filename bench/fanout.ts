@@ -9,15 +9,17 @@
  *   pnpm bench:fanout --servers ours-redis-1,ours-redis-2   # on a redis-server it starts
  *   pnpm bench:fanout --duration 5 --subscribers 1000 --inflight 8 --runs 3
  *
+ * Each run updates its servers' rows in bench/FANOUT.md (`--no-write`: print only).
+ *
  * Servers: `ours` (Broadcast.layerLocal), `ws` (a loop over the clients, plain JavaScript
  * masking as a default install runs), `bun` (server.publish), `ours-redis-1` / `ours-redis-2`
  * (Broadcast.layerRedis "pubsub" with 1 or 2 worker processes behind one port).
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process"
-import { mkdtempSync, readFileSync, rmSync } from "node:fs"
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { createRequire } from "node:module"
 import * as net from "node:net"
-import { tmpdir } from "node:os"
+import { loadavg, tmpdir } from "node:os"
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
 
@@ -222,8 +224,39 @@ const startRedis = async () => {
   }
 }
 
+const RESULTS = join(here, "FANOUT.md")
+const ROW = /^\| (\S+) \|/
+
+/** Rewrites FANOUT.md: this run's rows replace those of the same servers, others stay. */
+const writeResults = (rows: Map<string, string>) => {
+  const old = existsSync(RESULTS) ? readFileSync(RESULTS, "utf8").split("\n") : []
+  const kept = new Map<string, string>()
+  for (const line of old) {
+    const m = ROW.exec(line)
+    if (m !== null && servers.some((s) => s.name === m[1])) kept.set(m[1]!, line)
+  }
+  for (const [name, row] of rows) kept.set(name, row)
+  const ordered = servers.filter((s) => kept.has(s.name)).map((s) => kept.get(s.name)!)
+  writeFileSync(
+    RESULTS,
+    `# Fan-out results
+
+Written by \`pnpm bench:fanout\` (\`bench/fanout.ts\`): 1 publisher, ${SUBSCRIBERS.toLocaleString("en-US")} subscribers on one
+topic, ${SIZE} B text messages, ${INFLIGHT} publishes in flight, a raw-socket generator in one process. Server CPU is
+user + system time of the server process and its children (the workers), not Redis's. Each row says when it was
+measured and the machine's load average then (2 cores shared: read the CPU per delivery rather than the rate,
+which the generator bounds when the machine is busy).
+
+| server | deliveries/s | CPU µs/delivery | latency p50 ms | latency p99 ms | runs | measured |
+| --- | ---: | ---: | ---: | ---: | ---: | --- |
+${ordered.join("\n")}
+`
+  )
+}
+
 const main = async () => {
   const wanted = arg("servers", "ours,ws,bun").split(",")
+  const rows = new Map<string, string>()
   console.log(`fanout: ${SUBSCRIBERS} subscribers, 1 topic, ${SIZE} B text, ${INFLIGHT} in flight, ${WARMUP} s + ${DURATION} s, ${RUNS} run(s)`)
   console.log("server            deliveries/s   CPU µs/delivery   latency p50 ms   p99 ms")
   for (const spec of servers.filter((s) => wanted.includes(s.name))) {
@@ -245,10 +278,17 @@ const main = async () => {
     }
     results.sort((a, b) => a.perSecond - b.perSecond)
     const r = results[Math.floor(results.length / 2)]!
+    rows.set(
+      spec.name,
+      `| ${spec.name} | ${Math.round(r.perSecond).toLocaleString("en-US")} | ${r.cpuPerDeliveryUs.toFixed(2)} | ${
+        r.p50.toFixed(1)
+      } | ${r.p99.toFixed(1)} | ${RUNS} | ${new Date().toISOString().slice(0, 16)} UTC, load ${loadavg()[0]!.toFixed(1)} |`
+    )
     console.log(
       `${spec.name.padEnd(16)} ${Math.round(r.perSecond).toLocaleString("en-US").padStart(14)} ${r.cpuPerDeliveryUs.toFixed(2).padStart(17)} ${r.p50.toFixed(2).padStart(16)} ${r.p99.toFixed(2).padStart(8)}`
     )
   }
+  if (!process.argv.includes("--no-write")) writeResults(rows)
 }
 
 main().then(() => process.exit(0), (e) => {
