@@ -35,8 +35,10 @@
  * than its limit plus one message.
  *
  * Topics are local to the process with `layerLocal`. The registry talks to a `TopicsBackend`
- * for everything that crosses processes, so a later `layerRedis` (or any bus) can carry
- * publishes between processes without a change to the application's code.
+ * for everything that crosses processes, so `layerRedis` (or any bus) carries publishes,
+ * presence and history between processes without a change to the application's code.
+ *
+ * The frames one event-loop turn publishes to a connection leave in one socket write.
  *
  * @since 0.1.0
  */
@@ -99,9 +101,10 @@ export interface Options extends SlowSubscriberPolicy {
   /**
    * Builds what subscribers receive from a published message and its topic offset, once per
    * publish and process (not per subscriber). The offset is the backend's position of the
-   * message in its topic (a Redis stream id in `"stream"` mode, a sequence number with
-   * `layerLocal`), the value a resuming client passes as `since`. Not set: subscribers get the
-   * message as published.
+   * message in its topic (a Redis stream id in `"stream"` mode; with `layerLocal`, when it keeps
+   * a `historySize`, the topic's publish count), the value a resuming client passes as `since`.
+   * Backends without offsets (`"pubsub"`) deliver the message as published, as does this
+   * option left unset.
    */
   readonly withOffset?: ((message: Message, offset: string, topic: string) => Message) | undefined
 }

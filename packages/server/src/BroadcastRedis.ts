@@ -631,19 +631,16 @@ const connectRedis = (
           )
         }),
       interest: (topic, subscribed) => {
-        if (subscribed) {
-          interested.set(topic, undefined)
-          if (mode === "pubsub") {
-            interested.set(topic, "")
-            if (sub !== undefined) ignore(sub.client.subscribe(channelOf(topic), onPubSub, true))
-          } else {
-            if (cmd !== undefined) Effect.runFork(Effect.ignore(resolvePositions(cmd)))
-          }
+        if (subscribed && mode === "pubsub") {
+          interested.set(topic, "") // Pub/Sub has no position
+          if (sub !== undefined) ignore(sub.client.subscribe(channelOf(topic), onPubSub, true))
+        } else if (subscribed) {
+          interested.set(topic, undefined) // resolved on the command connection, before later XADDs
+          if (cmd !== undefined) Effect.runFork(Effect.ignore(resolvePositions(cmd)))
         } else {
           interested.delete(topic)
           seen.delete(topic)
           if (mode === "pubsub" && sub !== undefined) ignore(sub.client.unsubscribe(channelOf(topic)))
-          if (mode === "stream") unblockReader()
         }
         if (mode === "stream") unblockReader()
       },
