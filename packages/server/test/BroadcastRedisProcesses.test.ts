@@ -132,7 +132,8 @@ describe("Broadcast.layerRedis across processes", { timeout: 180_000 }, () => {
       }))
   }
 
-  it.scopedLive("pubsub: Redis killed and restarted under a steady load: the gap is reported, what arrives is in order", () =>
+  for (const fault of ["killed and restarted", "frozen (SIGSTOP) past the timeouts"] as const) {
+  it.scopedLive(`pubsub: Redis ${fault} under a steady load: the gap is reported and counted, what arrives is in order`, () =>
     Effect.gen(function*() {
       const redis = yield* startRedis()
       const processes = yield* twoProcesses("pubsub", redis.url)
@@ -143,9 +144,15 @@ describe("Broadcast.layerRedis across processes", { timeout: 180_000 }, () => {
       const n = 300
       yield* steadyLoad(publisher, n, 10, Effect.gen(function*() {
         yield* Effect.sleep(600)
-        yield* redis.kill
-        yield* Effect.sleep(1_000)
-        yield* redis.start
+        if (fault === "killed and restarted") {
+          yield* redis.kill
+          yield* Effect.sleep(1_000)
+          yield* redis.start
+        } else {
+          yield* redis.freeze
+          yield* Effect.sleep(1_500)
+          yield* redis.thaw
+        }
       }))
       yield* recorder(publisher).waitMessages(n) // local subscribers get everything
       const last = `p${n - 1}`
@@ -162,6 +169,7 @@ describe("Broadcast.layerRedis across processes", { timeout: 180_000 }, () => {
       noneClosed([publisher, b])
       alive(processes)
     }))
+  }
 })
 
 describe("Cluster.runMain: workers behind one port on Redis", { timeout: 180_000 }, () => {
