@@ -133,42 +133,42 @@ describe("Broadcast.layerRedis across processes", { timeout: 180_000 }, () => {
   }
 
   for (const fault of ["killed and restarted", "frozen (SIGSTOP) past the timeouts"] as const) {
-  it.scopedLive(`pubsub: Redis ${fault} under a steady load: the gap is reported and counted, what arrives is in order`, () =>
-    Effect.gen(function*() {
-      const redis = yield* startRedis()
-      const processes = yield* twoProcesses("pubsub", redis.url)
-      const [one, two] = processes
-      const publisher = yield* connect(`${one.url}/load`)
-      const b = yield* connect(`${two.url}/load`)
-      yield* pollUntil(redis.command(["PUBSUB", "NUMSUB", "ews:t:load"]), (r) => (r as Array<number>)[1] === 2, 5_000)
-      const n = 300
-      yield* steadyLoad(publisher, n, 10, Effect.gen(function*() {
-        yield* Effect.sleep(600)
-        if (fault === "killed and restarted") {
-          yield* redis.kill
-          yield* Effect.sleep(1_000)
-          yield* redis.start
-        } else {
-          yield* redis.freeze
-          yield* Effect.sleep(1_500)
-          yield* redis.thaw
-        }
+    it.scopedLive(`pubsub: Redis ${fault} under a steady load: the gap is reported and counted, what arrives is in order`, () =>
+      Effect.gen(function*() {
+        const redis = yield* startRedis()
+        const processes = yield* twoProcesses("pubsub", redis.url)
+        const [one, two] = processes
+        const publisher = yield* connect(`${one.url}/load`)
+        const b = yield* connect(`${two.url}/load`)
+        yield* pollUntil(redis.command(["PUBSUB", "NUMSUB", "ews:t:load"]), (r) => (r as Array<number>)[1] === 2, 5_000)
+        const n = 300
+        yield* steadyLoad(publisher, n, 10, Effect.gen(function*() {
+          yield* Effect.sleep(600)
+          if (fault === "killed and restarted") {
+            yield* redis.kill
+            yield* Effect.sleep(1_000)
+            yield* redis.start
+          } else {
+            yield* redis.freeze
+            yield* Effect.sleep(1_500)
+            yield* redis.thaw
+          }
+        }))
+        yield* recorder(publisher).waitMessages(n) // local subscribers get everything
+        const last = `p${n - 1}`
+        yield* recorder(b).waitMessages(1)
+        yield* pollUntil(Effect.sync(() => recorder(b).messages.at(-1)?.data), (d) => d === last, 10_000)
+        const got = recorder(b).messages.map((m) => Number(String(m.data).slice(1)))
+        assert.isBelow(got.length, n, "some messages were lost while Redis was away")
+        assert.deepStrictEqual(got, [...got].sort((x, y) => x - y), "in order")
+        assert.strictEqual(new Set(got).size, got.length, "no duplicates")
+        const gaps = two.events.filter((e) => e._tag === "Gap" && e.topic === "load")
+        assert.isAbove(gaps.length, 0, "the gap is reported")
+        const counted = gaps.reduce((sum, e) => sum + (e.missed ?? 0), 0)
+        assert.strictEqual(counted, n - got.length, "the publisher's sequence numbers count what was missed")
+        noneClosed([publisher, b])
+        alive(processes)
       }))
-      yield* recorder(publisher).waitMessages(n) // local subscribers get everything
-      const last = `p${n - 1}`
-      yield* recorder(b).waitMessages(1)
-      yield* pollUntil(Effect.sync(() => recorder(b).messages.at(-1)?.data), (d) => d === last, 10_000)
-      const got = recorder(b).messages.map((m) => Number(String(m.data).slice(1)))
-      assert.isBelow(got.length, n, "some messages were lost while Redis was away")
-      assert.deepStrictEqual(got, [...got].sort((x, y) => x - y), "in order")
-      assert.strictEqual(new Set(got).size, got.length, "no duplicates")
-      const gaps = two.events.filter((e) => e._tag === "Gap" && e.topic === "load")
-      assert.isAbove(gaps.length, 0, "the gap is reported")
-      const counted = gaps.reduce((sum, e) => sum + (e.missed ?? 0), 0)
-      assert.strictEqual(counted, n - got.length, "the publisher's sequence numbers count what was missed")
-      noneClosed([publisher, b])
-      alive(processes)
-    }))
   }
 })
 
