@@ -7,7 +7,14 @@
  * - messages are JSON with Schema types: the client sends `join` and `message`, the server
  *   sends `message` and `presence`;
  * - each room is a Broadcast topic: a message is framed (and compressed) once for the room;
+ * - who is in a room is the topic's presence (`topics.members`): every process's members when
+ *   the topics are on Redis;
+ * - every message carries its offset in the room; a page that lost its connection joins again
+ *   with the last offset it saw (`since`) and gets what it missed first;
  * - permessage-deflate is on.
+ *
+ * The topics come from a Layer: `Broadcast.layerLocal` (one process) or `Broadcast.layerRedis`
+ * (many; see `main.ts`). Nothing else changes between the two.
  */
 import { HttpMiddleware, HttpRouter, HttpServer, HttpServerResponse } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
@@ -22,14 +29,23 @@ const Room = Schema.String.pipe(Schema.pattern(/^[\w-]{1,32}$/))
 
 /** What the browser sends. */
 export const ClientMessage = Schema.Union(
-  Schema.TaggedStruct("join", { room: Room }),
+  Schema.TaggedStruct("join", { room: Room, since: Schema.optional(Schema.String.pipe(Schema.pattern(/^\d+(-\d+)?$/))) }),
   Schema.TaggedStruct("message", { text: Schema.String.pipe(Schema.minLength(1), Schema.maxLength(2000)) })
 )
 
 /** What the server sends. */
 export const ServerMessage = Schema.Union(
-  Schema.TaggedStruct("message", { room: Schema.String, from: Schema.String, text: Schema.String }),
-  Schema.TaggedStruct("presence", { room: Schema.String, members: Schema.Array(Schema.String) })
+  Schema.TaggedStruct("message", {
+    room: Schema.String,
+    from: Schema.String,
+    text: Schema.String,
+    offset: Schema.optional(Schema.String)
+  }),
+  Schema.TaggedStruct("presence", {
+    room: Schema.String,
+    members: Schema.Array(Schema.String),
+    offset: Schema.optional(Schema.String)
+  })
 )
 type ServerMessage = typeof ServerMessage.Type
 
@@ -39,23 +55,14 @@ const encode = Schema.encodeSync(Schema.parseJson(ServerMessage))
 
 const NAME = /^[\p{L}\p{N} _.-]{1,24}$/u
 
-/** Who is in which room (this process only): room → connection id → name. */
-const makeRooms = () => {
-  const rooms = new Map<string, Map<number, string>>()
-  return {
-    join: (room: string, id: number, name: string) => {
-      const members = rooms.get(room) ?? new Map<number, string>()
-      rooms.set(room, members.set(id, name))
-    },
-    leave: (room: string, id: number) => {
-      rooms.get(room)?.delete(id)
-      if (rooms.get(room)?.size === 0) rooms.delete(room)
-    },
-    members: (room: string) => [...new Set(rooms.get(room)?.values())].sort()
-  }
-}
+/**
+ * Puts the offset into a published message (once per publish, not per member): messages are
+ * JSON objects, so `{"_tag":...}` becomes `{"offset":"...","_tag":...}`.
+ */
+export const withOffset = (message: string | Uint8Array, offset: string): string | Uint8Array =>
+  typeof message === "string" && message.startsWith("{") ? `{"offset":${JSON.stringify(offset)},${message.slice(1)}` : message
 
-const chatSocket = (rooms: ReturnType<typeof makeRooms>) =>
+const chatSocket = () =>
   HttpUpgrade.handler({
     perMessageDeflate: { serverNoContextTakeover: true }, // compress a broadcast once for everyone
     onUpgrade: (request) => {
@@ -73,16 +80,15 @@ const chatSocket = (rooms: ReturnType<typeof makeRooms>) =>
         const topics = yield* Broadcast.Topics
         const socket = MessageSchema.make(ws, { incoming: ClientMessage, outgoing: ServerMessage })
         const publish = (message: ServerMessage) => topics.publish(`room:${message.room}`, encode(message))
+        const presence = (room: string) =>
+          Effect.flatMap(topics.members(`room:${room}`), (members) => publish({ _tag: "presence", room, members }))
         let room: string | undefined
 
         const leave = Effect.suspend(() => {
           if (room === undefined) return Effect.void
           const left = room
           room = undefined
-          rooms.leave(left, ws.id)
-          return topics.unsubscribe(`room:${left}`, ws).pipe(
-            Effect.zipRight(publish({ _tag: "presence", room: left, members: rooms.members(left) }))
-          )
+          return topics.unsubscribe(`room:${left}`, ws).pipe(Effect.zipRight(presence(left)))
         })
 
         yield* socket.messages.pipe(
@@ -92,9 +98,8 @@ const chatSocket = (rooms: ReturnType<typeof makeRooms>) =>
                 case "join": {
                   yield* leave
                   room = message.room
-                  rooms.join(room, ws.id, ws.data.name)
-                  yield* topics.subscribe(`room:${room}`, ws)
-                  yield* publish({ _tag: "presence", room, members: rooms.members(room) })
+                  yield* topics.subscribe(`room:${room}`, ws, { presence: ws.data.name, since: message.since })
+                  yield* presence(room)
                   return
                 }
                 case "message": {
@@ -111,16 +116,23 @@ const chatSocket = (rooms: ReturnType<typeof makeRooms>) =>
 
 // ----------------------------------------------------------------------------- the app
 
+/** The rooms of one process, with the last 1,000 messages of each kept for pages that resume. */
+export const TopicsLocal = Broadcast.layerLocal({ withOffset, historySize: 1000 })
+
+/** The rooms on Redis, shared by every process on it (`"stream"`: resume within 10,000 messages). */
+export const TopicsRedis = (url: string) => Broadcast.layerRedis({ url, mode: "stream", withOffset })
+
 /** Page and endpoint on NodeHttpServer; provides `HttpServer` (for its address). */
-export const ChatServer = (listen: { readonly port: number; readonly host?: string }) =>
-  Layer.unwrapEffect(Effect.sync(() =>
-    HttpRouter.empty.pipe(
-      HttpRouter.get("/", HttpServerResponse.html(page)),
-      HttpRouter.get("/ws", chatSocket(makeRooms())),
-      HttpServer.serve(HttpMiddleware.logger)
-    )
-  )).pipe(
-    Layer.provide(Broadcast.layerLocal()),
+export const ChatServer = <E>(
+  listen: { readonly port: number; readonly host?: string },
+  topics: Layer.Layer<Broadcast.Topics, E> = TopicsLocal
+) =>
+  HttpRouter.empty.pipe(
+    HttpRouter.get("/", HttpServerResponse.html(page)),
+    HttpRouter.get("/ws", chatSocket()),
+    HttpServer.serve(HttpMiddleware.logger)
+  ).pipe(
+    Layer.provide(topics),
     Layer.provideMerge(NodeHttpServer.layer(createServer, listen))
   )
 
@@ -149,20 +161,22 @@ const page = `<!doctype html>
 <script>
   const $ = (id) => document.getElementById(id)
   $("name").value = new URLSearchParams(location.search).get("name") ?? ""
-  let ws
-  $("join").onsubmit = (event) => {
-    event.preventDefault()
-    ws?.close()
+  let ws, room, since, retry
+  // Opens the socket; after a lost connection, joins again with the last offset seen (since).
+  const open = () => {
     const url = new URL("/ws", location.href)
     url.protocol = location.protocol === "https:" ? "wss:" : "ws:"
     url.searchParams.set("name", $("name").value)
-    ws = window.chat = new WebSocket(url)
-    ws.onopen = () => {
-      $("status").textContent = "connected (" + (ws.extensions || "no extensions") + ")"
-      ws.send(JSON.stringify({ _tag: "join", room: $("room").value }))
+    const socket = ws = window.chat = new WebSocket(url)
+    let opened = false
+    socket.onopen = () => {
+      opened = true
+      $("status").textContent = "connected (" + (socket.extensions || "no extensions") + ")"
+      socket.send(JSON.stringify(since === undefined ? { _tag: "join", room } : { _tag: "join", room, since }))
     }
-    ws.onmessage = (event) => {
+    socket.onmessage = (event) => {
       const message = JSON.parse(event.data)
+      if (message.offset !== undefined) since = message.offset
       if (message._tag === "presence") $("members").textContent = message.members.join(", ")
       else {
         const li = document.createElement("li")
@@ -171,7 +185,24 @@ const page = `<!doctype html>
         li.scrollIntoView()
       }
     }
-    ws.onclose = (event) => { $("status").textContent = "closed (" + event.code + ")" }
+    socket.onclose = (event) => {
+      $("status").textContent = "closed (" + event.code + ")"
+      // A connection that was open and dropped: join again, from where this page stopped.
+      if (opened && ws === socket && event.code !== 1000 && event.code !== 1008) {
+        retry = setTimeout(open, window.retryDelay ?? 1000)
+      }
+    }
+  }
+  window.reconnect = open
+  $("join").onsubmit = (event) => {
+    event.preventDefault()
+    clearTimeout(retry)
+    const old = ws
+    ws = undefined
+    old?.close(1000)
+    room = $("room").value
+    since = undefined
+    open()
   }
   $("say").onsubmit = (event) => {
     event.preventDefault()

@@ -1,21 +1,37 @@
 /**
  * Starts the chat on PORT (default 8080) and HOST (default 127.0.0.1) and prints its URL.
+ *
+ * - `pnpm start`: one process, rooms in memory (`Broadcast.layerLocal`).
+ * - `REDIS_URL=redis://127.0.0.1:6379 WORKERS=2 pnpm start`: WORKERS processes behind one port
+ *   (`node:cluster`), rooms and presence on Redis (`Broadcast.layerRedis`); a crashed worker
+ *   is restarted.
+ *
  * Ctrl-C stops it gracefully: every WebSocket gets a 1001 Close first.
  */
 import { HttpServer } from "@effect/platform"
-import { NodeRuntime } from "@effect/platform-node"
+import { Cluster } from "@effect-websocket/server"
 import { Cause, Console, Effect, Layer, Option } from "effect"
-import { ChatServer } from "./Chat.js"
+import cluster from "node:cluster"
+import { ChatServer, TopicsLocal, TopicsRedis } from "./Chat.js"
 
 const port = Number(process.env["PORT"] ?? 8080)
 const host = process.env["HOST"] ?? "127.0.0.1"
+const redisUrl = process.env["REDIS_URL"]
+const workers = Number(process.env["WORKERS"] ?? 1)
 
 const PrintUrl = Layer.effectDiscard(
   Effect.flatMap(HttpServer.HttpServer, (server) => {
     const { port } = server.address as HttpServer.TcpAddress
-    return Console.log(`Chat: open http://${host.includes(":") ? `[${host}]` : host}:${port}/?name=ada in two tabs`)
+    const where = cluster.isWorker ? ` (worker ${process.pid}, rooms on Redis)` : redisUrl ? " (rooms on Redis)" : ""
+    return Console.log(`Chat: open http://${host.includes(":") ? `[${host}]` : host}:${port}/?name=ada in two tabs${where}`)
   })
 )
+
+const topics = redisUrl !== undefined && redisUrl !== "" ? TopicsRedis(redisUrl) : TopicsLocal
+if (workers > 1 && topics === TopicsLocal) {
+  console.error("WORKERS > 1 needs REDIS_URL: rooms in memory would not span the workers")
+  process.exit(2)
+}
 
 /** The listen error's code (EADDRINUSE, EACCES, ...), wherever the platform wrapped it. */
 const listenErrorCode = (cause: Cause.Cause<unknown>): string | undefined => {
@@ -28,7 +44,7 @@ const listenErrorCode = (cause: Cause.Cause<unknown>): string | undefined => {
   return undefined
 }
 
-const main = Layer.launch(PrintUrl.pipe(Layer.provideMerge(ChatServer({ port, host })))).pipe(
+const chat = Layer.launch(PrintUrl.pipe(Layer.provideMerge(ChatServer({ port, host }, topics)))).pipe(
   Effect.catchAllCause((cause) => {
     const code = listenErrorCode(cause)
     if (code !== "EADDRINUSE" && code !== "EACCES") return Effect.failCause(cause)
@@ -41,4 +57,8 @@ const main = Layer.launch(PrintUrl.pipe(Layer.provideMerge(ChatServer({ port, ho
   })
 )
 
-NodeRuntime.runMain(main)
+Cluster.runMain(chat, {
+  workers,
+  onWorker: (pid, replacing) =>
+    console.log(replacing === undefined ? `worker ${pid} started` : `worker ${pid} started (replaces ${replacing})`)
+})

@@ -106,6 +106,37 @@ describe("the chat in headless chromium", () => {
     await ada.close()
   })
 
+  it("a page whose connection dropped joins again with its last offset and gets what it missed, once", async () => {
+    const ada = await join("ada", "resume")
+    const bob = await join("bob", "resume")
+    await ada.locator("#members", { hasText: "ada, bob" }).waitFor({ timeout: 10_000 })
+    await say(bob, "one")
+    await waitLine(ada, "bob: one")
+    // ada's connection drops; she reconnects only when told to
+    await ada.evaluate(() => {
+      const w = globalThis as unknown as { retryDelay: number; chat: { close(code: number): void } }
+      w.retryDelay = 600_000
+      w.chat.close(4000)
+    })
+    await ada.locator("#status", { hasText: "closed (4000)" }).waitFor({ timeout: 10_000 })
+    await bob.locator("#members", { hasText: /^bob$/ }).waitFor({ timeout: 10_000 })
+    for (const text of ["two", "three", "four"]) await say(bob, text)
+    await waitLine(bob, "bob: four")
+    await ada.evaluate(() => (globalThis as unknown as { reconnect(): void }).reconnect())
+    await waitLine(ada, "bob: four")
+    await say(bob, "five")
+    await waitLine(ada, "bob: five")
+    assert.deepStrictEqual(await ada.locator("#log li").allTextContents(), [
+      "bob: one",
+      "bob: two",
+      "bob: three",
+      "bob: four",
+      "bob: five"
+    ])
+    await ada.close()
+    await bob.close()
+  })
+
   it("the upgrade hook refuses a name it does not accept: the socket never opens", async () => {
     const page = await join("<script>")
     await page.locator("#status", { hasText: "closed (1006)" }).waitFor({ timeout: 10_000 })

@@ -49,3 +49,65 @@ export const pingRoundTrip = Metric.histogram(
   MetricBoundaries.exponential({ start: 0.25, factor: 2, count: 16 }),
   "Round trip of pings in milliseconds"
 )
+
+/**
+ * Broadcast: messages published to a topic in this process.
+ *
+ * @since 0.1.0
+ * @category broadcast
+ */
+export const broadcastPublishes = Metric.counter("websocket_broadcast_publishes_total", {
+  description: "Messages published to a topic in this process (local and received from the backend)",
+  incremental: true
+})
+/**
+ * Broadcast: local subscribers per publish.
+ *
+ * @since 0.1.0
+ * @category broadcast
+ */
+export const broadcastFanOut = Metric.histogram(
+  "websocket_broadcast_fanout",
+  MetricBoundaries.exponential({ start: 1, factor: 2, count: 18 }),
+  "Local subscribers of the topic, per publish"
+)
+/**
+ * Broadcast: copies handed to subscriber connections.
+ *
+ * @since 0.1.0
+ * @category broadcast
+ */
+export const broadcastDelivered = Metric.counter("websocket_broadcast_delivered_total", {
+  description: "Copies of published messages handed to subscriber connections",
+  incremental: true
+})
+/**
+ * Broadcast: copies skipped for slow subscribers (`onSlow: "drop"`).
+ *
+ * @since 0.1.0
+ * @category broadcast
+ */
+export const broadcastDropped = Metric.counter("websocket_broadcast_dropped_total", {
+  description: "Copies skipped because the subscriber was over its buffered-bytes limit (policy \"drop\")",
+  incremental: true
+})
+/**
+ * Broadcast: slow subscribers closed with 1008 (`onSlow: "close"`).
+ *
+ * @since 0.1.0
+ * @category broadcast
+ */
+export const broadcastSlowClosed = Metric.counter("websocket_broadcast_slow_closed_total", {
+  description: "Subscribers closed with 1008 for being over their buffered-bytes limit (policy \"close\")",
+  incremental: true
+})
+/**
+ * Broadcast: shared permessage-deflate compressions.
+ *
+ * @since 0.1.0
+ * @category broadcast
+ */
+export const broadcastCompressions = Metric.counter("websocket_broadcast_compressions_total", {
+  description: "Shared permessage-deflate compressions (one per publish and compression setting)",
+  incremental: true
+})

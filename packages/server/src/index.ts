@@ -16,3 +16,7 @@ export * as SocketInterop from "./SocketInterop.js"
 export * as HttpUpgrade from "./HttpUpgrade.js"
 /** @since 0.1.0 */
 export * as Broadcast from "./Broadcast.js"
+/** @since 0.1.0 */
+export * as Cluster from "./Cluster.js"
+/** @since 0.1.0 */
+export * as BroadcastRedis from "./BroadcastRedis.js"

@@ -224,6 +224,30 @@ const publishUntil = (
 const indexes = (messages: ReadonlyArray<{ data: string | Buffer }>) =>
   messages.map((m) => (m.data as Buffer).readUInt32BE(0))
 
+describe("Broadcast.Topics: one write per connection per tick", () => {
+  it.scopedLive("the frames one tick publishes to a connection reach its socket in one write", () =>
+    Effect.gen(function*() {
+      const { handles, server, subscribers, topics } = yield* setup()
+      const client = yield* connect(`${server.url}/t`)
+      yield* subscribers("t", 1)
+      const socket = (handles[0] as unknown as { transport: Record<string, unknown> }).transport
+      let writes = 0
+      for (const method of ["_write", "_writev"]) {
+        const original = socket[method] as (...args: Array<unknown>) => unknown
+        socket[method] = function(this: unknown, ...args: Array<unknown>) {
+          writes++
+          return original.apply(this, args)
+        }
+      }
+      yield* Effect.sync(() => {
+        for (let i = 0; i < 8; i++) Effect.runSync(topics.publish("t", `m${i}`))
+      })
+      yield* recorder(client).waitMessages(8)
+      assert.deepStrictEqual(recorder(client).messages.map((m) => m.data), Array.from({ length: 8 }, (_, i) => `m${i}`))
+      assert.strictEqual(writes, 1)
+    }))
+})
+
 describe("Broadcast.Topics: slow subscribers (bounded memory)", () => {
   it.scopedLive("drop: a subscriber over its limit misses messages and stays subscribed; the others get all", () =>
     Effect.gen(function*() {
@@ -366,7 +390,9 @@ describe("Broadcast.Topics: permessage-deflate (RFC 7692)", () => {
 
 /** An in-memory bus standing in for Redis: what a cross-process backend has to do. */
 const makeBus = () => {
-  const members: Array<(topic: string, message: Message, options: Broadcast.PublishOptions) => void> = []
+  const members: Array<
+    (topic: string, message: Message, options: Broadcast.PublishOptions, offset: string | undefined) => void
+  > = []
   const interest: Array<[number, string, boolean]> = []
   const backend = (id: number): Broadcast.Backend => ({
     connect: (receive) =>
@@ -376,7 +402,7 @@ const makeBus = () => {
           return {
             publish: (topic: string, message: Message, options: Broadcast.PublishOptions) =>
               Effect.sync(() => {
-                for (const other of members) if (other !== receive) other(topic, message, options)
+                for (const other of members) if (other !== receive) other(topic, message, options, undefined)
               }),
             interest: (topic: string, subscribed: boolean) => void interest.push([id, topic, subscribed])
           }
@@ -391,7 +417,7 @@ describe("Broadcast.TopicsBackend: publishes across registries", () => {
   it.scopedLive("two registries on one bus deliver each other's publishes, once, and report interest", () =>
     Effect.gen(function*() {
       const bus = makeBus()
-      const registry = (id: number): Effect.Effect<Broadcast.Service, never, Scope.Scope> =>
+      const registry = (id: number): Effect.Effect<Broadcast.Service, Broadcast.BackendError, Scope.Scope> =>
         Broadcast.make().pipe(Effect.provideService(Broadcast.TopicsBackend, bus.backend(id)))
       const one = yield* serveTopics(yield* registry(1))
       const two = yield* serveTopics(yield* registry(2))

@@ -1,7 +1,7 @@
 import { PolicyViolationError } from "@effect-websocket/protocol/Errors"
 import { headerLength, Opcode, writeHeader } from "@effect-websocket/protocol/Frame"
 import { PerMessageDeflate } from "@effect-websocket/protocol/PerMessageDeflate"
-import { Effect, Metric, MetricBoundaries, Scope } from "effect"
+import { Effect, Scope } from "effect"
 import * as Metrics from "../Metrics.js"
 import type { Message, WebSocket } from "../WebSocket.js"
 import type { ConnectionPort } from "./port.js"
@@ -14,31 +14,13 @@ import { portOf } from "./port.js"
 /** One shared tags array: Effect caches a metric's hook per tags array. */
 export const NO_TAGS: Array<never> = []
 
-export const publishes = Metric.counter("websocket_broadcast_publishes_total", {
-  description: "Messages published to a topic in this process (local and received from the backend)",
-  incremental: true
-})
-export const fanOut = Metric.histogram(
-  "websocket_broadcast_fanout",
-  MetricBoundaries.exponential({ start: 1, factor: 2, count: 18 }),
-  "Local subscribers of the topic, per publish"
-)
-export const delivered = Metric.counter("websocket_broadcast_delivered_total", {
-  description: "Copies of published messages handed to subscriber connections",
-  incremental: true
-})
-export const dropped = Metric.counter("websocket_broadcast_dropped_total", {
-  description: "Copies skipped because the subscriber was over its buffered-bytes limit (policy \"drop\")",
-  incremental: true
-})
-export const slowClosed = Metric.counter("websocket_broadcast_slow_closed_total", {
-  description: "Subscribers closed with 1008 for being over their buffered-bytes limit (policy \"close\")",
-  incremental: true
-})
-export const compressions = Metric.counter("websocket_broadcast_compressions_total", {
-  description: "Shared permessage-deflate compressions (one per publish and compression setting)",
-  incremental: true
-})
+// defined in Metrics.ts with the server's other metrics
+export const publishes = Metrics.broadcastPublishes
+export const fanOut = Metrics.broadcastFanOut
+export const delivered = Metrics.broadcastDelivered
+export const dropped = Metrics.broadcastDropped
+export const slowClosed = Metrics.broadcastSlowClosed
+export const compressions = Metrics.broadcastCompressions
 
 // ---------------------------------------------------------------------------------------
 // Delivery classes
@@ -110,6 +92,32 @@ export interface Member {
   readonly conn: ConnectionPort | undefined
   readonly delivery: Delivery
   readonly topics: Map<string, Policy>
+  /** Topic → the name this member shows under in the topic's presence. */
+  presence: Map<string, string> | undefined
+  /** Topics whose live messages wait for the member's history to be sent first (resume). */
+  held: Map<string, Array<Held>> | undefined
+}
+
+/** Live messages kept at most for one resuming member while its history is fetched. */
+export const MAX_HELD = 10_000
+
+/** A message kept for a member that resumes. */
+export interface Held {
+  readonly offset: string | undefined
+  readonly message: Message
+  readonly compress: boolean
+}
+
+/** Orders offsets of the form `ms-seq` (Redis stream ids) or plain counters. */
+export const compareOffsets = (a: string, b: string): number => {
+  const da = a.indexOf("-")
+  const db = b.indexOf("-")
+  const ha = Number(da < 0 ? a : a.slice(0, da))
+  const hb = Number(db < 0 ? b : b.slice(0, db))
+  if (ha !== hb) return ha < hb ? -1 : 1
+  const la = da < 0 ? 0 : Number(a.slice(da + 1))
+  const lb = db < 0 ? 0 : Number(b.slice(db + 1))
+  return la === lb ? 0 : la < lb ? -1 : 1
 }
 
 export interface LocalResult {
@@ -135,21 +143,62 @@ export class Registry {
     /** This process gained its first (true) or lost its last (false) subscriber of a topic. */
     private readonly onInterest: (topic: string, subscribed: boolean) => void,
     /** A handle the registry cannot watch itself: call `remove(ws)` when it closes. */
-    private readonly watch: (ws: WebSocket<unknown>) => void
+    private readonly watch: (ws: WebSocket<unknown>) => void,
+    /** The presence names of this process's subscribers of a topic changed. */
+    private readonly onPresence: (topic: string, names: ReadonlyArray<string>) => void = () => {}
   ) {}
 
-  subscribe(topic: string, ws: WebSocket<unknown>, policy: Policy): void {
-    if (this.closed) return
+  private memberOf(ws: WebSocket<unknown>): Member | undefined {
     let member = this.members.get(ws)
     if (member === undefined) {
       const conn = portOf(ws)
-      if (conn !== undefined && conn.transportEnded) return
-      member = { ws, conn, delivery: conn === undefined ? PLAIN : deliveryOf(conn), topics: new Map() }
+      if (conn !== undefined && conn.transportEnded) return undefined
+      member = {
+        ws,
+        conn,
+        delivery: conn === undefined ? PLAIN : deliveryOf(conn),
+        topics: new Map(),
+        presence: undefined,
+        held: undefined
+      }
       this.members.set(ws, member)
       // released with the rest of what the connection holds, when its Scope closes
       if (conn !== undefined) Effect.runSync(Scope.addFinalizer(conn.scope, Effect.sync(() => this.remove(ws))))
       else this.watch(ws)
     }
+    return member
+  }
+
+  /** The name `ws` shows under in the presence of `topic` once it subscribed to it. */
+  setPresence(ws: WebSocket<unknown>, topic: string, name: string): void {
+    if (this.closed) return
+    const member = this.memberOf(ws)
+    if (member === undefined) return
+    ;(member.presence ??= new Map()).set(topic, name)
+    if (member.topics.has(topic)) this.onPresence(topic, this.presence(topic))
+  }
+
+  /** Presence names of this process's subscribers of a topic, sorted. */
+  presence(topic: string): Array<string> {
+    const names: Array<string> = []
+    const subs = this.topics.get(topic)
+    if (subs === undefined) return names
+    for (const member of subs.keys()) {
+      const name = member.presence?.get(topic)
+      if (name !== undefined) names.push(name)
+    }
+    return names.sort()
+  }
+
+  /**
+   * Subscribes `ws`; with `hold`, live messages of the topic are kept for it until `release`.
+   * False when the connection is already gone or the registry closed.
+   */
+  subscribe(topic: string, ws: WebSocket<unknown>, policy: Policy, hold: boolean): boolean {
+    if (this.closed) return false
+    const member = this.memberOf(ws)
+    if (member === undefined) return false
+    if (hold) (member.held ??= new Map()).set(topic, [])
     member.topics.set(topic, policy)
     let subs = this.topics.get(topic)
     if (subs === undefined) {
@@ -159,6 +208,33 @@ export class Registry {
     const first = subs.size === 0
     subs.set(member, policy)
     if (first) this.onInterest(topic, true)
+    if (member.presence?.has(topic) === true) this.onPresence(topic, this.presence(topic))
+    return true
+  }
+
+  /**
+   * Ends the hold of a resuming member: its history first (up to `upTo`, the last offset this
+   * process delivered live), then the live messages kept meanwhile that come after that
+   * history (by offset), then live delivery.
+   */
+  release(topic: string, ws: WebSocket<unknown>, history: ReadonlyArray<Held>, upTo: string | undefined): void {
+    const member = this.members.get(ws)
+    const kept = member?.held?.get(topic)
+    if (member === undefined || kept === undefined) return
+    member.held!.delete(topic)
+    if (member.held!.size === 0) member.held = undefined
+    if (!member.topics.has(topic)) return
+    let last: string | undefined = undefined
+    for (const entry of history) {
+      // Past what this process delivered live: it comes live later.
+      if (upTo !== undefined && entry.offset !== undefined && compareOffsets(entry.offset, upTo) > 0) break
+      if (member.ws.unsafeSend(entry.message, { compress: entry.compress })) delivered.unsafeUpdate(1, NO_TAGS)
+      last = entry.offset
+    }
+    for (const entry of kept) {
+      if (last !== undefined && entry.offset !== undefined && compareOffsets(entry.offset, last) <= 0) continue
+      if (member.ws.unsafeSend(entry.message, { compress: entry.compress })) delivered.unsafeUpdate(1, NO_TAGS)
+    }
   }
 
   unsubscribe(topic: string, ws: WebSocket<unknown>): void {
@@ -184,10 +260,13 @@ export class Registry {
     const subs = this.topics.get(topic)
     if (subs === undefined) return
     subs.delete(member)
+    member.held?.delete(topic)
+    const named = member.presence?.delete(topic) === true
     if (subs.size === 0) {
       this.topics.delete(topic)
       if (!this.closed) this.onInterest(topic, false)
     }
+    if (named && !this.closed) this.onPresence(topic, this.presence(topic))
   }
 
   subscriberCount(topic: string): number {
@@ -209,6 +288,7 @@ export class Registry {
     topic: string,
     message: Message,
     compress: boolean,
+    offset: string | undefined,
     result: LocalResult,
     fallbacks: Array<[Member, Policy]>
   ): void {
@@ -231,6 +311,15 @@ export class Registry {
     let rawFrames = 0
     let rawBytes = 0
     for (const [member, policy] of subs) {
+      if (member.held !== undefined) {
+        const kept = member.held.get(topic)
+        if (kept !== undefined) {
+          // Bounded: a history that takes this long to arrive costs the resuming member messages.
+          if (kept.length < MAX_HELD) kept.push({ offset, message, compress })
+          else skipped++
+          continue
+        }
+      }
       const conn = member.conn
       if (conn === undefined) {
         fallbacks.push([member, policy])

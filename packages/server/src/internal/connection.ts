@@ -513,7 +513,7 @@ export class WsConnection<Data> implements WebSocket<Data>, ConnectionPort, Inbo
   }
 
   writeFrame(frame: Uint8Array): void {
-    this.outbox.writePrebuilt(frame)
+    this.outbox.writePrebuiltLater(frame)
     if (this.transport.writableLength > this.options.maxBufferedBytes) {
       this.terminate(new PolicyViolationError({ reason: "send buffer over limit" }))
     }

@@ -187,6 +187,19 @@ export class Outbox {
     host.touch()
   }
 
+  /**
+   * `writePrebuilt` with the transport corked until the next tick: what one tick publishes to
+   * this connection goes out in one write (writev) instead of one per frame.
+   */
+  writePrebuiltLater(frame: Uint8Array): void {
+    const transport = this.host.transport
+    if (transport.writableCorked === 0 && !this.host.transportEnded) {
+      transport.cork()
+      process.nextTick(uncorkTick, transport)
+    }
+    this.writePrebuilt(frame)
+  }
+
   /** Bytes waiting: held back, queued in the core, and in the transport's buffer. */
   bufferedBytes(): number {
     return this.heldBytes + this.host.core.bufferedAmount + this.host.transport.writableLength
@@ -312,6 +325,10 @@ export class Outbox {
       host.terminate(new PolicyViolationError({ reason: "send buffer over limit" }))
     }
   }
+}
+
+const uncorkTick = (transport: Duplex): void => {
+  transport.uncork()
 }
 
 const flushTick = (outbox: Outbox): void => {

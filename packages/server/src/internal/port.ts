@@ -32,7 +32,9 @@ export interface ConnectionPort {
   sendNow(data: Message, options?: SendOptions): boolean
   /**
    * Writes a complete, final, unmasked data frame built elsewhere (broadcast), after what the
-   * connection queued before; fails the connection (1008) when its send buffer is over the limit.
+   * connection queued before, with the transport corked until the next tick (what one tick
+   * publishes to a connection is one write); fails the connection (1008) when its send buffer
+   * is over the limit.
    */
   writeFrame(frame: Uint8Array): void
   /** Starts the closing handshake with our code (no-op when closing already). */
