@@ -4,7 +4,7 @@ import type { PerMessageDeflateParams } from "@effect-websocket/protocol/PerMess
 import type { ProtocolError } from "@effect-websocket/protocol/Errors"
 import { Cause, Chunk, Deferred, Effect, Exit, FiberId, Option, Stream } from "effect"
 import type { Context, Fiber, Tracer } from "effect"
-import type { Socket } from "node:net"
+import type { Transport as Socket } from "./transport.js"
 import { InternalError, InvalidSendError, PolicyViolationError, WebSocketClosedError } from "../Errors.js"
 import * as Metrics from "../Metrics.js"
 import type { CloseInfo, Message, RequestInfo, SendOptions, WebSocket } from "../WebSocket.js"

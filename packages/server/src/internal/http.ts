@@ -68,8 +68,8 @@ const neverFork = (): never => {
  * status it answered with (for the platform's logs and traces).
  */
 class RouteEngine<Data, E, R, E2, R2> extends Engine<Data, E, R, E2, R2> {
-  readonly opened = new WeakMap<net.Socket, WsConnection<Data>>()
-  readonly answered = new WeakMap<net.Socket, number>()
+  readonly opened = new WeakMap<object, WsConnection<Data>>()
+  readonly answered = new WeakMap<object, number>()
 
   constructor(options: HandlerOptions<Data, E, R, E2, R2>) {
     super(options, neverFork)
