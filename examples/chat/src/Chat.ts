@@ -7,7 +7,9 @@
  * - messages are JSON with Schema types: the client sends `join` and `message`, the server
  *   sends `message` and `presence`;
  * - each room is a Broadcast topic: a message is framed (and compressed) once for the room;
- * - permessage-deflate is on.
+ * - permessage-deflate is on;
+ * - with an HTTP/2 server (`ChatServer({ http2 })`), the page and its WebSocket share one
+ *   TLS connection: the WebSocket is an extended CONNECT stream of it (RFC 8441).
  */
 import { HttpMiddleware, HttpRouter, HttpServer, HttpServerResponse } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
@@ -15,6 +17,8 @@ import { Broadcast, HttpUpgrade, MessageSchema } from "@effect-websocket/server"
 import { UpgradeRejected } from "@effect-websocket/server/Errors"
 import { Effect, Layer, Schema, Stream } from "effect"
 import { createServer } from "node:http"
+import type * as http from "node:http"
+import * as http2 from "node:http2"
 
 // ----------------------------------------------------------------------------- messages
 
@@ -55,8 +59,8 @@ const makeRooms = () => {
   }
 }
 
-const chatSocket = (rooms: ReturnType<typeof makeRooms>) =>
-  HttpUpgrade.handler({
+/** The endpoint's options: one definition for HTTP/1.1 upgrades and HTTP/2 streams. */
+const chatSocket = (rooms: ReturnType<typeof makeRooms>) => ({
     perMessageDeflate: { serverNoContextTakeover: true }, // compress a broadcast once for everyone
     onUpgrade: (request) => {
       const name = new URL(request.url, "http://localhost").searchParams.get("name")?.trim() ?? ""
@@ -70,6 +74,9 @@ const chatSocket = (rooms: ReturnType<typeof makeRooms>) =>
     },
     handler: (ws) =>
       Effect.gen(function*() {
+        yield* Effect.logInfo("WebSocket open").pipe(
+          Effect.annotateLogs({ name: ws.data.name, transport: ws.request.transport })
+        )
         const topics = yield* Broadcast.Topics
         const socket = MessageSchema.make(ws, { incoming: ClientMessage, outgoing: ServerMessage })
         const publish = (message: ServerMessage) => topics.publish(`room:${message.room}`, encode(message))
@@ -107,21 +114,42 @@ const chatSocket = (rooms: ReturnType<typeof makeRooms>) =>
           Effect.ensuring(leave)
         )
       })
-  })
+  }) satisfies HttpUpgrade.HandlerOptions<{ readonly name: string }, unknown, Broadcast.Topics, never, never>
 
 // ----------------------------------------------------------------------------- the app
 
-/** Page and endpoint on NodeHttpServer; provides `HttpServer` (for its address). */
-export const ChatServer = (listen: { readonly port: number; readonly host?: string }) =>
-  Layer.unwrapEffect(Effect.sync(() =>
-    HttpRouter.empty.pipe(
+/**
+ * An HTTP/2 server for the chat: TLS with ALPN h2 and http/1.1, and the setting that lets
+ * browsers open WebSockets as streams (RFC 8441).
+ */
+export const makeHttp2Server = (tls: { readonly key: string; readonly cert: string }): http2.Http2SecureServer =>
+  http2.createSecureServer({ ...tls, allowHTTP1: true, settings: { enableConnectProtocol: true } })
+
+/**
+ * Page and endpoint on NodeHttpServer; provides `HttpServer` (for its address). With `http2`
+ * (a server from `makeHttp2Server`), both are served over HTTP/2 and HTTP/1.1 on its port.
+ */
+export const ChatServer = (
+  listen: { readonly port: number; readonly host?: string; readonly http2?: http2.Http2SecureServer | undefined }
+) =>
+  Layer.unwrapEffect(Effect.sync(() => {
+    const rooms = makeRooms()
+    const app = HttpRouter.empty.pipe(
       HttpRouter.get("/", HttpServerResponse.html(page)),
-      HttpRouter.get("/ws", chatSocket(makeRooms())),
+      HttpRouter.get("/ws", HttpUpgrade.handler(chatSocket(rooms))),
       HttpServer.serve(HttpMiddleware.logger)
     )
-  )).pipe(
+    const server = listen.http2
+    return server === undefined
+      ? app
+      : Layer.merge(app, Layer.scopedDiscard(HttpUpgrade.attachHttp2(server, { path: "/ws", ...chatSocket(rooms) })))
+  })).pipe(
     Layer.provide(Broadcast.layerLocal()),
-    Layer.provideMerge(NodeHttpServer.layer(createServer, listen))
+    Layer.provideMerge(NodeHttpServer.layer(
+      // node:http2's compatibility API is what NodeHttpServer drives
+      listen.http2 === undefined ? createServer : () => listen.http2 as unknown as http.Server,
+      { port: listen.port, host: listen.host }
+    ))
   )
 
 // ----------------------------------------------------------------------------- the page

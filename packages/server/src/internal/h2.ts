@@ -6,13 +6,15 @@
 import { HandshakeError } from "@effect-websocket/protocol/Errors"
 import { extendedConnectResponse, validateExtendedConnect, validateUpgrade } from "@effect-websocket/protocol/Handshake"
 import { Effect, FiberSet } from "effect"
+import type { Scope } from "effect"
 import type * as http from "node:http"
 import * as http2 from "node:http2"
 import type * as net from "node:net"
 import { ServerError } from "../Errors.js"
 import * as Metrics from "../Metrics.js"
 import { NO_TAGS, WsConnection } from "./connection.js"
-import type { RunFork } from "./server.js"
+import type { HandlerOptions, RunFork } from "./server.js"
+import { adopt, pathMatcher } from "./http.js"
 import { bind, ConnectionRequest, Engine } from "./server.js"
 import type { listen } from "./server.js"
 
@@ -143,13 +145,6 @@ export const serveStreams = <Data, E, R, E2, R2>(
   }
 }
 
-/** node:http removed its own listeners from an upgraded socket; an 'error' must not crash us. */
-export const adopt = (socket: net.Socket): void => {
-  socket.on("error", noop)
-  socket.setTimeout(0)
-  socket.setNoDelay(true)
-}
-
 const UPGRADE_REQUIRED = { "Upgrade": "websocket", "Sec-WebSocket-Version": "13" } as const
 
 /**
@@ -216,4 +211,25 @@ export const listenHttp2 = <Data, E, R, E2, R2>(
       })
     )
     return { engine, address: server.address() as net.AddressInfo, secure: true }
+  })
+
+/**
+ * Serves the extended CONNECTs of an HTTP/2 server whose `path` matches, for the lifetime of
+ * the scope (see `HttpUpgrade.attachHttp2`).
+ */
+export const attachHttp2 = <Data, E, R, E2, R2>(
+  server: http2.Http2SecureServer | http2.Http2Server,
+  options: HandlerOptions<Data, E, R, E2, R2> & { readonly path?: string | ((url: string) => boolean) | undefined }
+): Effect.Effect<{ readonly connections: Effect.Effect<number> }, never, Scope.Scope | R | R2> =>
+  Effect.gen(function*() {
+    const runFork = yield* FiberSet.makeRuntime<R | R2>()
+    const engine = new Engine<Data, E, R, E2, R2>(options, runFork as any)
+    const stop = serveStreams(server, engine, pathMatcher(options.path), runFork)
+    yield* Effect.addFinalizer(() =>
+      Effect.suspend(() => {
+        stop()
+        return engine.shutdown()
+      })
+    )
+    return { connections: Effect.sync(() => engine.connections.size) }
   })
