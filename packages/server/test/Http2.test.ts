@@ -9,6 +9,7 @@ import { deflateRawSync, inflateRawSync } from "node:zlib"
 import * as Metrics from "../src/Metrics.js"
 import { UpgradeRejected } from "../src/Errors.js"
 import type { CloseInfo, WebSocket as Ws } from "../src/WebSocket.js"
+import * as HttpUpgrade from "../src/HttpUpgrade.js"
 import * as WebSocketServer from "../src/WebSocketServer.js"
 import { connectHeaders, h2Open, h2Session } from "./h2client.js"
 import type { H2WebSocket } from "./h2client.js"
@@ -400,4 +401,51 @@ describe("bad input gets its HTTP status and breaks nothing else on the session"
       const exit = yield* Effect.exit(WebSocketServer.make({ handler: echo, http2: true }))
       assert.isTrue(Exit.isFailure(exit))
     }))
+})
+
+describe("HttpUpgrade.attachHttp2: WebSockets on an application's own node:http2 server", () => {
+  /** A node:http2 server on port 0, closed with the scope; `pages` adds a 'request' listener. */
+  const appServer = (pages: boolean) =>
+    Effect.acquireRelease(
+      Effect.async<http2.Http2SecureServer>((resume) => {
+        const server = http2.createSecureServer({
+          key,
+          cert,
+          allowHTTP1: true,
+          settings: { enableConnectProtocol: true }
+        })
+        if (pages) server.on("request", (_req, res) => res.end("a page"))
+        server.listen(0, "127.0.0.1", () => resume(Effect.succeed(server)))
+      }),
+      (server) => Effect.sync(() => server.close())
+    )
+
+  for (const pages of [false, true]) {
+    it.scopedLive(
+      `${pages ? "with" : "without"} the compatibility API: /ws is served, another path is 404, the session lives on`,
+      () =>
+        Effect.gen(function*() {
+          const server = yield* appServer(pages)
+          const attached = yield* HttpUpgrade.attachHttp2(server, { path: "/ws", handler: echo })
+          const port = (server.address() as { port: number }).port
+          const session = yield* h2Session(port, cert)
+          const elsewhere = yield* h2Open(session, connectHeaders(port, { ":path": "/chat" }))
+          assert.strictEqual(elsewhere.status, 404)
+          if (pages) {
+            const page = yield* h2Open(session, { ":path": "/" })
+            assert.strictEqual(page.status, 200)
+            yield* page.closed
+            assert.strictEqual(page.received().toString(), "a page")
+          } else {
+            const get = yield* h2Open(session, { ":path": "/" })
+            assert.strictEqual(get.status, 405)
+          }
+          const ws = yield* h2Open(session, connectHeaders(port, { ":path": "/ws?room=1" }))
+          assert.strictEqual(ws.status, 200)
+          ws.send(TEXT, "attached")
+          assert.strictEqual(messagesOf(yield* echoed(ws, 1))[0]!.payload.toString(), "attached")
+          assert.strictEqual(yield* attached.connections, 1)
+        })
+    )
+  }
 })
