@@ -65,8 +65,13 @@ export interface Options<Data, E, R, E2 = never, R2 = never> extends HandlerOpti
    * as before. Default false. See the README's section on HTTP/2.
    */
   readonly http2?: boolean | undefined
-  /** HTTP/2 settings to advertise (`enableConnectProtocol` is always on). */
+  /**
+   * HTTP/2 settings to advertise (`enableConnectProtocol` is always on). Default
+   * `initialWindowSize` 1 MiB: what one WebSocket may send ahead of its handler.
+   */
   readonly http2Settings?: http2.Settings | undefined
+  /** HTTP/2 receive window of a whole connection, shared by its WebSockets (bytes). Default 16 MiB. */
+  readonly http2ConnectionWindow?: number | undefined
 }
 
 /**

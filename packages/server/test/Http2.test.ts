@@ -74,6 +74,10 @@ describe("RFC 8441 §4-5: the extended CONNECT handshake", () => {
     Effect.gen(function*() {
       const { handles, open, session } = yield* observed()
       assert.isTrue(session.remoteSettings.enableConnectProtocol)
+      // receive windows for many WebSockets: 1 MiB per stream, 16 MiB for the connection
+      assert.strictEqual(session.remoteSettings.initialWindowSize, 1024 * 1024)
+      const window = yield* pollUntil(Effect.sync(() => session.state.remoteWindowSize ?? 0), (n) => n > 65_535, 2_000)
+      assert.strictEqual(window, 16 * 1024 * 1024)
       const ws = yield* open()
       assert.strictEqual(ws.status, 200)
       assert.isUndefined(ws.headers["sec-websocket-accept"])

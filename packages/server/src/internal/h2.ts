@@ -145,6 +145,15 @@ export const serveStreams = <Data, E, R, E2, R2>(
   }
 }
 
+/**
+ * HTTP/2 receive windows of the standalone server: per stream (one WebSocket) 1 MiB, like the
+ * inbox high-water mark, and 16 MiB for the connection all its WebSockets share. Node's 64 KiB
+ * defaults hold a 16 KiB echo load on 64 streams of one connection to a few hundred messages
+ * per second.
+ */
+const DEFAULT_STREAM_WINDOW = 1024 * 1024
+const DEFAULT_CONNECTION_WINDOW = 16 * 1024 * 1024
+
 const UPGRADE_REQUIRED = { "Upgrade": "websocket", "Sec-WebSocket-Version": "13" } as const
 
 /**
@@ -154,7 +163,10 @@ const UPGRADE_REQUIRED = { "Upgrade": "websocket", "Sec-WebSocket-Version": "13"
  * HTTP/1.1, 405 over HTTP/2).
  */
 export const listenHttp2 = <Data, E, R, E2, R2>(
-  options: Parameters<typeof listen<Data, E, R, E2, R2>>[0] & { readonly http2Settings?: http2.Settings | undefined }
+  options: Parameters<typeof listen<Data, E, R, E2, R2>>[0] & {
+    readonly http2Settings?: http2.Settings | undefined
+    readonly http2ConnectionWindow?: number | undefined
+  }
 ): ReturnType<typeof listen<Data, E, R, E2, R2>> =>
   Effect.gen(function*() {
     if (options.tls === undefined) {
@@ -170,12 +182,13 @@ export const listenHttp2 = <Data, E, R, E2, R2>(
         http2.createSecureServer({
           ...options.tls,
           allowHTTP1: true,
-          settings: { ...options.http2Settings, enableConnectProtocol: true }
+          settings: { initialWindowSize: DEFAULT_STREAM_WINDOW, ...options.http2Settings, enableConnectProtocol: true }
         }),
       catch: (cause) => new ServerError({ reason: "Tls", cause })
     })
     const sessions = new Set<http2.ServerHttp2Session>()
     server.on("session", (session: http2.ServerHttp2Session) => {
+      session.setLocalWindowSize(options.http2ConnectionWindow ?? DEFAULT_CONNECTION_WINDOW)
       sessions.add(session)
       session.on("error", noop)
       session.once("close", () => sessions.delete(session))
