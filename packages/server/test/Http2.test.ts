@@ -64,6 +64,10 @@ const observed = (
     return { server, session, open, handles, endedOf }
   })
 
+/** The close code of the protocol error a connection failed with (its `closed` fails with it). */
+const failureCode = (ws: Ws<any>) =>
+  Effect.flip(ws.closed).pipe(Effect.map((e) => (e as { readonly closeCode: number }).closeCode))
+
 const messagesOf = (frames: ReadonlyArray<ServerFrame>) =>
   frames.filter((f) => f.opcode === TEXT || f.opcode === BINARY)
 
@@ -241,9 +245,21 @@ describe("RFC 6455 §7 close paths over HTTP/2, and how stream resets map", () =
       assert.strictEqual((yield* endedOf(handles[0]!))?.code, 1006)
     }))
 
+  it.scopedLive("the server's limits apply: a frame declared over maxMessageSize is refused with 1009", () =>
+    Effect.gen(function*() {
+      const { handles, open } = yield* observed({ maxMessageSize: 1000, closeTimeout: 60_000 })
+      const ws = yield* open()
+      ws.stream.write(craftFrame({ opcode: BINARY, payload: Buffer.alloc(10), length: 5000 }))
+      // reset right after the Close (a close timeout of a minute would let the test time out otherwise)
+      assert.strictEqual(yield* ws.closed, http2.constants.NGHTTP2_NO_ERROR)
+      assert.isTrue(ws.ended())
+      assert.strictEqual(codeOf(ws.frames().find((f) => f.opcode === CLOSE)!.payload), 1009)
+      assert.strictEqual(yield* failureCode(handles[0]!), 1009)
+    }))
+
   it.scopedLive("a protocol error (unmasked frame): Close 1002, then the stream is reset; the session lives on", () =>
     Effect.gen(function*() {
-      const { open } = yield* observed()
+      const { handles, open } = yield* observed({ closeTimeout: 60_000 })
       const ws = yield* open()
       ws.stream.write(craftFrame({ opcode: TEXT, payload: "no mask", mask: false }))
       // the server does not wait for our Close: END_STREAM then RST_STREAM(NO_ERROR)
@@ -251,6 +267,7 @@ describe("RFC 6455 §7 close paths over HTTP/2, and how stream resets map", () =
       const close = ws.frames().find((f) => f.opcode === CLOSE)
       assert.strictEqual(codeOf(close!.payload), 1002)
       assert.strictEqual(rst, http2.constants.NGHTTP2_NO_ERROR)
+      assert.strictEqual(yield* failureCode(handles[0]!), 1002)
       const other = yield* open()
       other.send(TEXT, "still here")
       assert.strictEqual(messagesOf(yield* echoed(other, 1))[0]!.payload.toString(), "still here")
@@ -293,6 +310,7 @@ describe("flow control and multiplexing", () => {
 
   it.scopedLive("100 WebSockets multiplexed on one session: one TLS connection, each echoes its own", () =>
     Effect.gen(function*() {
+      const total = yield* Metric.value(Metrics.connectionsTotal)
       const { handles, open, server, session } = yield* observed()
       const sockets = yield* Effect.forEach(Array.from({ length: 100 }, (_, i) => i), () => open(), {
         concurrency: "unbounded"
@@ -301,6 +319,7 @@ describe("flow control and multiplexing", () => {
       const results = yield* Effect.forEach(sockets, (ws) => echoed(ws, 1), { concurrency: "unbounded" })
       results.forEach((frames, i) => assert.strictEqual(messagesOf(frames)[0]!.payload.toString(), `socket ${i}`))
       assert.strictEqual(yield* server.connections, 100)
+      assert.strictEqual((yield* Metric.value(Metrics.connectionsTotal)).count - total.count, 100)
       // the peer's address and port are those of the one TCP+TLS connection they share
       const tcpConnections = new Set(handles.map((h) => `${h.request.remoteAddress}:${h.request.remotePort}`))
       assert.strictEqual(tcpConnections.size, 1)

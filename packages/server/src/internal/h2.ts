@@ -87,8 +87,9 @@ export const acceptStream = <Data, E, R, E2, R2>(
           const { core, extensions, protocol } = agreed
           stream.respond(extendedConnectResponse({ protocol, extensions, headers: accept.headers }))
           // The connection ends the stream once the closing handshake is over or it failed (its
-          // `end()`); Node then resets a server stream the peer still has open with
-          // RST_STREAM(NO_ERROR), as the server closes TCP first over HTTP/1.1 (RFC 6455 §7.1.1).
+          // `end()`); then the stream is closed at once with RST_STREAM(NO_ERROR) if the peer keeps
+          // its side open, as the server closes TCP first over HTTP/1.1 (RFC 6455 §7.1.1).
+          stream.once("finish", closeStream)
           const info = new ConnectionRequest(request.url, request.headers, socket, "h2")
           const ws = new WsConnection<Data>(
             stream,
@@ -104,6 +105,10 @@ export const acceptStream = <Data, E, R, E2, R2>(
         })
     )
   })
+
+function closeStream(this: http2.ServerHttp2Stream): void {
+  if (!this.closed) this.close(NGHTTP2_NO_ERROR)
+}
 
 /**
  * Serves extended CONNECTs of an HTTP/2 server with an engine until the returned function is
