@@ -5,6 +5,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect, Exit, Metric, Scope, Stream } from "effect"
 import * as http2 from "node:http2"
+import * as https from "node:https"
 import { deflateRawSync, inflateRawSync } from "node:zlib"
 import * as Metrics from "../src/Metrics.js"
 import { UpgradeRejected } from "../src/Errors.js"
@@ -105,6 +106,22 @@ describe("RFC 8441 §4-5: the extended CONNECT handshake", () => {
       yield* rec.waitMessages(1)
       assert.strictEqual(rec.messages[0]!.data, "over http/1.1")
       assert.strictEqual(handles[0]!.request.transport, "http/1.1")
+    }))
+
+  it.scopedLive("a plain HTTP/1.1 request on the same port is 426 with Upgrade: websocket", () =>
+    Effect.gen(function*() {
+      const { server } = yield* observed()
+      const answer = yield* Effect.async<{ status: number; upgrade: unknown }>((resume) => {
+        const req = https.get(
+          { host: "127.0.0.1", port: server.address.port, path: "/", ca: cert }, // no ALPN: HTTP/1.1
+          (res) => {
+            res.resume()
+            resume(Effect.succeed({ status: res.statusCode ?? 0, upgrade: res.headers["upgrade"] }))
+          }
+        )
+        req.on("error", (e) => resume(Effect.die(e)))
+      })
+      assert.deepStrictEqual(answer, { status: 426, upgrade: "websocket" })
     }))
 
   it.scopedLive("subprotocol and permessage-deflate are negotiated in the header block", () =>

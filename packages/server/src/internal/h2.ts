@@ -186,6 +186,7 @@ export const listenHttp2 = <Data, E, R, E2, R2>(
       try: () =>
         http2.createSecureServer({
           ...options.tls,
+          handshakeTimeout: engine.options.handshakeTimeout,
           allowHTTP1: true,
           settings: { initialWindowSize: DEFAULT_STREAM_WINDOW, ...options.http2Settings, enableConnectProtocol: true }
         }),
