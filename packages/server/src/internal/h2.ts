@@ -50,8 +50,7 @@ export const refuseStream = (
 
 /**
  * Validates an extended CONNECT (RFC 8441 §4-5), runs the upgrade hook, answers `:status`
- * 200 and starts the connection on the stream. With `wait`, the Effect lasts until the
- * stream is closed.
+ * 200 and starts the connection on the stream; a refusal is answered with its status.
  */
 export const acceptStream = <Data, E, R, E2, R2>(
   engine: Engine<Data, E, R, E2, R2>,
