@@ -436,6 +436,20 @@ describe("bad input gets its HTTP status and breaks nothing else on the session"
       assert.strictEqual(messagesOf(yield* echoed(ws, 1))[0]!.payload.toString(), "early")
     }))
 
+  it.scopedLive("an HTTP/2 connection that opens no stream is closed after handshakeTimeout; one with a WebSocket is not", () =>
+    Effect.gen(function*() {
+      const server = yield* WebSocketServer.make({ handler: echo, tls: { key, cert }, http2: true, handshakeTimeout: 300 })
+      const idle = yield* h2Session(server.address.port, cert)
+      const busy = yield* h2Session(server.address.port, cert)
+      const ws = yield* h2Open(busy, connectHeaders(server.address.port))
+      const goaway = yield* Deferred.make<void>()
+      idle.once("goaway", () => Deferred.unsafeDone(goaway, Exit.void))
+      yield* Deferred.await(goaway)
+      assert.isFalse(busy.closed)
+      ws.send(TEXT, "still open")
+      assert.strictEqual(messagesOf(yield* echoed(ws, 1))[0]!.payload.toString(), "still open")
+    }))
+
   it.scopedLive("http2 without tls fails with a ServerError", () =>
     Effect.gen(function*() {
       const exit = yield* Effect.exit(WebSocketServer.make({ handler: echo, http2: true }))

@@ -196,7 +196,24 @@ export const listenHttp2 = <Data, E, R, E2, R2>(
       session.setLocalWindowSize(options.http2ConnectionWindow ?? DEFAULT_CONNECTION_WINDOW)
       sessions.add(session)
       session.on("error", noop)
-      session.once("close", () => sessions.delete(session))
+      // a connection without streams for handshakeTimeout is closed (GOAWAY), as a TCP
+      // connection that sends no upgrade request is
+      let streams = 0
+      let idle: NodeJS.Timeout | undefined
+      const arm = () => {
+        idle = setTimeout(() => session.close(), engine.options.handshakeTimeout).unref()
+      }
+      session.on("stream", (stream: http2.ServerHttp2Stream) => {
+        if (streams++ === 0) clearTimeout(idle)
+        stream.once("close", () => {
+          if (--streams === 0 && !session.closed) arm()
+        })
+      })
+      session.once("close", () => {
+        clearTimeout(idle)
+        sessions.delete(session)
+      })
+      arm()
     })
     // HTTP/1.1 on the same port: upgrades as in the standalone server, other requests refused
     server.on("upgrade", (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
