@@ -81,7 +81,7 @@ const measure = async (form: Form, size: number, batch: number, total: number): 
     transport: transport as unknown as import("node:net").Socket,
     core,
     options,
-    request: { url: "/", headers: {}, remoteAddress: undefined, remotePort: undefined },
+    request: { url: "/", headers: {}, remoteAddress: undefined, remotePort: undefined, transport: "http/1.1" },
     protocol: undefined,
     extensions: undefined,
     deflate: undefined,

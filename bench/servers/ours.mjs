@@ -9,7 +9,7 @@ import * as SocketServer from "@effect/platform/SocketServer"
 import { NodeRuntime } from "@effect/platform-node"
 import { SocketInterop, WebSocketServer } from "@effect-websocket/server"
 import { Console, Effect, Layer, Stream } from "effect"
-import { exitWithParent, host, port } from "./common.mjs"
+import { exitWithParent, host, http2, port, tlsOptions } from "./common.mjs"
 
 exitWithParent()
 const mode = (() => {
@@ -17,8 +17,16 @@ const mode = (() => {
   return i >= 0 ? process.argv[i + 1] : "stream"
 })()
 
-const limits = { host, port, maxMessageSize: 64 * 1024 * 1024, perMessageDeflate: true }
-const ready = Console.log(`listening ${port} pid=${process.pid} mode=${mode}`)
+// wss:// with BENCH_TLS_KEY/CERT; HTTP/2 extended CONNECT on the same port with BENCH_HTTP2=1
+const limits = {
+  host,
+  port,
+  maxMessageSize: 64 * 1024 * 1024,
+  perMessageDeflate: true,
+  tls: tlsOptions,
+  http2: http2 && tlsOptions !== undefined
+}
+const ready = Console.log(`listening ${port} pid=${process.pid} mode=${mode}${tlsOptions ? (http2 ? " h2" : " tls") : ""}`)
 
 const program = mode === "socket"
   ? Effect.gen(function*() {

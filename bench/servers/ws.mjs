@@ -1,11 +1,17 @@
-// `ws` echo server. Run with WS_NO_BUFFER_UTIL=1 for the plain-JavaScript masking path.
+// `ws` echo server. Run with WS_NO_BUFFER_UTIL=1 for the plain-JavaScript masking path; with
+// BENCH_TLS_KEY/BENCH_TLS_CERT it serves wss:// on a node:https server.
+import { createServer } from "node:https"
 import { WebSocketServer } from "ws"
-import { exitWithParent, host, port } from "./common.mjs"
+import { exitWithParent, host, port, tlsOptions } from "./common.mjs"
 
 exitWithParent()
-const wss = new WebSocketServer({ host, port, perMessageDeflate: true, maxPayload: 64 * 1024 * 1024 })
+const options = { perMessageDeflate: true, maxPayload: 64 * 1024 * 1024 }
+const listening = () => console.log(`listening ${port} pid=${process.pid}${tlsOptions ? " tls" : ""}`)
+const wss = tlsOptions === undefined
+  ? new WebSocketServer({ host, port, ...options })
+  : new WebSocketServer({ server: createServer(tlsOptions).listen(port, host, listening), ...options })
 wss.on("connection", (ws) => {
   ws.on("message", (data, isBinary) => ws.send(data, { binary: isBinary }))
   ws.on("error", () => {})
 })
-wss.on("listening", () => console.log(`listening ${port} pid=${process.pid}`))
+if (tlsOptions === undefined) wss.on("listening", listening)

@@ -8,10 +8,10 @@
  *   pnpm bench --servers ws,bun --scenarios small,latency --runs 1 --threads 1
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process"
-import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs"
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { createRequire } from "node:module"
 import * as net from "node:net"
-import { cpus } from "node:os"
+import { cpus, tmpdir } from "node:os"
 import { join } from "node:path"
 import { type EventLoopUtilization, performance } from "node:perf_hooks"
 import { parseArgs } from "node:util"
@@ -203,12 +203,37 @@ const freePort = () =>
     })
   })
 
-const startServer = async (spec: ServerSpec): Promise<RunningServer> => {
+/**
+ * A self-signed certificate for 127.0.0.1 (PEM files), made with openssl on first use for the
+ * `tls` and `h2` scenarios and removed when the orchestrator exits.
+ */
+let certificate: { readonly key: string; readonly cert: string } | undefined
+const certificateFiles = () => {
+  if (certificate !== undefined) return certificate
+  const dir = mkdtempSync(join(tmpdir(), "bench-cert-"))
+  process.on("exit", () => rmSync(dir, { recursive: true, force: true }))
+  const key = join(dir, "key.pem")
+  const cert = join(dir, "cert.pem")
+  execFileSync("openssl", [
+    "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", cert,
+    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"
+  ], { stdio: "ignore" })
+  return (certificate = { key, cert })
+}
+
+/** The environment that makes a server serve a scenario's transport (see `ServerSpec.transports`). */
+const transportEnv = (sc: Scenario): Record<string, string> => {
+  if (sc.transport === "tcp") return {}
+  const { cert, key } = certificateFiles()
+  return { BENCH_TLS_KEY: key, BENCH_TLS_CERT: cert, ...(sc.transport === "h2" ? { BENCH_HTTP2: "1" } : {}) }
+}
+
+const startServer = async (spec: ServerSpec, sc: Scenario): Promise<RunningServer> => {
   const port = await freePort()
   const argv = spec.command.map((a) => a.replaceAll("{port}", String(port)))
   const proc = spawn(argv[0], argv.slice(1), {
     cwd: repoRoot,
-    env: { ...process.env, ...spec.env, BENCH_PORT: String(port) },
+    env: { ...process.env, ...spec.env, ...transportEnv(sc), BENCH_PORT: String(port) },
     stdio: ["pipe", "pipe", "pipe"],
     detached: true
   })
@@ -318,6 +343,7 @@ const startGenerator = async (sc: Scenario, port: number): Promise<Generator> =>
       opcode: sc.payload === "binary" ? OP_BINARY : OP_TEXT,
       payload,
       deflate: sc.deflate,
+      transport: sc.transport,
       rate: sc.conns > 0 ? (sc.rate * conns) / sc.conns : 0,
       concurrency: sc.mode === "handshake" ? split(sc.concurrency, n, i) : Math.max(1, sc.concurrency || conns),
       shared
@@ -463,7 +489,10 @@ const counterFields = (c: ReadonlyArray<number>) => ({
 const runOne = async (spec: ServerSpec, sc: Scenario, run: number): Promise<RunResult> => {
   const base = emptyResult(spec.name, sc.name, run)
   if (sc.deflate && spec.deflate === false) return { ...base, error: "server does not support permessage-deflate" }
-  const server = await startServer(spec)
+  if (sc.transport !== "tcp" && !(spec.transports ?? []).includes(sc.transport)) {
+    return { ...base, error: `server does not serve ${sc.transport === "h2" ? "WebSockets over HTTP/2" : "wss://"}` }
+  }
+  const server = await startServer(spec, sc)
   let gen: Generator | undefined
   try {
     if (sc.mode === "idle") {

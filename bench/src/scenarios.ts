@@ -21,9 +21,41 @@ export interface Scenario {
   readonly concurrency: number
   /** What one unit of work is, for the tables. */
   readonly unit: "msg" | "handshake" | "conn"
+  /**
+   * How WebSockets reach the server: `tcp` (ws://, one TCP connection each), `tls` (wss://, one
+   * TLS connection each) or `h2` (wss:// as RFC 8441 streams, all over one HTTP/2 connection per
+   * generator thread). Only servers that list the transport run `tls` and `h2` scenarios.
+   */
+  readonly transport: Transport
 }
 
-const base = { window: 1, deflate: false, rate: 0, concurrency: 0, payload: "binary", size: 32 } as const
+export type Transport = "tcp" | "tls" | "h2"
+
+const base = { window: 1, deflate: false, rate: 0, concurrency: 0, payload: "binary", size: 32, transport: "tcp" } as const
+
+/** The same echo load over one HTTP/2 connection (RFC 8441) and over a TLS connection per WebSocket. */
+const overTls = (size: number, window: number, payload: "text" | "binary"): ReadonlyArray<Scenario> => {
+  const label = size >= 1024 ? `${size / 1024}k` : String(size)
+  const what = `64 conns × ${size >= 1024 ? `${size / 1024} KiB` : `${size} B`} ${payload}, ${window} in flight`
+  const common = { ...base, mode: "window", conns: 64, window, payload, size, unit: "msg" } as const
+  return [
+    {
+      ...common,
+      name: `h2-${label}`,
+      title: `${what}, as streams of one HTTP/2 connection`,
+      description:
+        "WebSockets over HTTP/2 (RFC 8441 extended CONNECT): every WebSocket of the generator is a stream of one TLS connection.",
+      transport: "h2"
+    },
+    {
+      ...common,
+      name: `wss-${label}`,
+      title: `${what}, one TLS connection each`,
+      description: `The baseline of h2-${label}: the same load with one TLS connection (HTTP/1.1 upgrade) per WebSocket.`,
+      transport: "tls"
+    }
+  ]
+}
 
 export const scenarios: ReadonlyArray<Scenario> = [
   {
@@ -174,5 +206,7 @@ export const scenarios: ReadonlyArray<Scenario> = [
     size: 2048,
     deflate: true,
     unit: "conn"
-  }
+  },
+  ...overTls(32, 16, "text"),
+  ...overTls(16 * 1024, 4, "binary")
 ]

@@ -22,6 +22,12 @@ export interface ServerSpec {
   readonly env?: Readonly<Record<string, string>>
   /** Whether the server negotiates permessage-deflate (default true). */
   readonly deflate?: boolean
+  /**
+   * The transports it serves besides plain TCP: with `tls` it reads BENCH_TLS_KEY and
+   * BENCH_TLS_CERT (PEM file paths) and serves wss://; with `h2` and BENCH_HTTP2=1 it serves
+   * HTTP/2 extended CONNECT (RFC 8441) on that TLS port too.
+   */
+  readonly transports?: ReadonlyArray<"tls" | "h2">
   /** Why the server cannot run here, or undefined when it can. */
   readonly unavailable?: () => string | undefined
 }
@@ -59,7 +65,8 @@ export const servers: ReadonlyArray<ServerSpec> = [
     name: "ws",
     description: "ws 8.23 WebSocketServer echo, plain JavaScript masking (WS_NO_BUFFER_UTIL=1)",
     command: [process.execPath, serverFile("ws.mjs"), "--port", "{port}"],
-    env: { WS_NO_BUFFER_UTIL: "1" }
+    env: { WS_NO_BUFFER_UTIL: "1" },
+    transports: ["tls"]
   },
   {
     name: "ws-bufferutil",
@@ -98,13 +105,15 @@ export const servers: ReadonlyArray<ServerSpec> = [
     name: "ours-stream",
     description: "@effect-websocket/server WebSocketServer.layer, echo with Stream.runForEach(ws.messages, ws.send)",
     command: plainNode(serverFile("ours.mjs"), "--mode", "stream"),
-    unavailable: builtMissing
+    unavailable: builtMissing,
+    transports: ["tls", "h2"]
   },
   {
     name: "ours-fast",
     description: "@effect-websocket/server WebSocketServer.layer, echo with ws.run(m => ws.unsafeSend(m)) (no Effect per message)",
     command: plainNode(serverFile("ours.mjs"), "--mode", "fast"),
-    unavailable: builtMissing
+    unavailable: builtMissing,
+    transports: ["tls", "h2"]
   },
   {
     name: "ours-socket-interop",

@@ -11,7 +11,9 @@
  *   the topics are on Redis;
  * - every message carries its offset in the room; a page that lost its connection joins again
  *   with the last offset it saw (`since`) and gets what it missed first;
- * - permessage-deflate is on.
+ * - permessage-deflate is on;
+ * - with an HTTP/2 server (`ChatServer({ http2 })`), the page and its WebSocket share one
+ *   TLS connection: the WebSocket is an extended CONNECT stream of it (RFC 8441).
  *
  * The topics come from a Layer: `Broadcast.layerLocal` (one process) or `Broadcast.layerRedis`
  * (many; see `main.ts`). Nothing else changes between the two.
@@ -22,6 +24,8 @@ import { Broadcast, HttpUpgrade, MessageSchema } from "@effect-websocket/server"
 import { UpgradeRejected } from "@effect-websocket/server/Errors"
 import { Effect, Layer, Schema, Stream } from "effect"
 import { createServer } from "node:http"
+import type * as http from "node:http"
+import * as http2 from "node:http2"
 
 // ----------------------------------------------------------------------------- messages
 
@@ -62,8 +66,8 @@ const NAME = /^[\p{L}\p{N} _.-]{1,24}$/u
 export const withOffset = (message: string | Uint8Array, offset: string): string | Uint8Array =>
   typeof message === "string" && message.startsWith("{") ? `{"offset":${JSON.stringify(offset)},${message.slice(1)}` : message
 
-const chatSocket = () =>
-  HttpUpgrade.handler({
+/** The endpoint's options: one definition for HTTP/1.1 upgrades and HTTP/2 streams. */
+const chatSocket = () => ({
     perMessageDeflate: { serverNoContextTakeover: true }, // compress a broadcast once for everyone
     onUpgrade: (request) => {
       const name = new URL(request.url, "http://localhost").searchParams.get("name")?.trim() ?? ""
@@ -77,6 +81,9 @@ const chatSocket = () =>
     },
     handler: (ws) =>
       Effect.gen(function*() {
+        yield* Effect.logInfo("WebSocket open").pipe(
+          Effect.annotateLogs({ name: ws.data.name, transport: ws.request.transport })
+        )
         const topics = yield* Broadcast.Topics
         const socket = MessageSchema.make(ws, { incoming: ClientMessage, outgoing: ServerMessage })
         const publish = (message: ServerMessage) => topics.publish(`room:${message.room}`, encode(message))
@@ -112,7 +119,7 @@ const chatSocket = () =>
           Effect.ensuring(leave)
         )
       })
-  })
+  }) satisfies HttpUpgrade.HandlerOptions<{ readonly name: string }, unknown, Broadcast.Topics, never, never>
 
 // ----------------------------------------------------------------------------- the app
 
@@ -122,18 +129,38 @@ export const TopicsLocal = Broadcast.layerLocal({ withOffset, historySize: 1000 
 /** The rooms on Redis, shared by every process on it (`"stream"`: resume within 10,000 messages). */
 export const TopicsRedis = (url: string) => Broadcast.layerRedis({ url, mode: "stream", withOffset })
 
-/** Page and endpoint on NodeHttpServer; provides `HttpServer` (for its address). */
+/**
+ * An HTTP/2 server for the chat: TLS with ALPN h2 and http/1.1, and the setting that lets
+ * browsers open WebSockets as streams (RFC 8441).
+ */
+export const makeHttp2Server = (tls: { readonly key: string; readonly cert: string }): http2.Http2SecureServer =>
+  http2.createSecureServer({ ...tls, allowHTTP1: true, settings: { enableConnectProtocol: true } })
+
+/**
+ * Page and endpoint on NodeHttpServer; provides `HttpServer` (for its address). With `http2`
+ * (a server from `makeHttp2Server`), both are served over HTTP/2 and HTTP/1.1 on its port.
+ */
 export const ChatServer = <E>(
-  listen: { readonly port: number; readonly host?: string },
+  listen: { readonly port: number; readonly host?: string; readonly http2?: http2.Http2SecureServer | undefined },
   topics: Layer.Layer<Broadcast.Topics, E> = TopicsLocal
 ) =>
-  HttpRouter.empty.pipe(
-    HttpRouter.get("/", HttpServerResponse.html(page)),
-    HttpRouter.get("/ws", chatSocket()),
-    HttpServer.serve(HttpMiddleware.logger)
-  ).pipe(
+  Layer.unwrapEffect(Effect.sync(() => {
+    const app = HttpRouter.empty.pipe(
+      HttpRouter.get("/", HttpServerResponse.html(page)),
+      HttpRouter.get("/ws", HttpUpgrade.handler(chatSocket())),
+      HttpServer.serve(HttpMiddleware.logger)
+    )
+    const server = listen.http2
+    return server === undefined
+      ? app
+      : Layer.merge(app, Layer.scopedDiscard(HttpUpgrade.attachHttp2(server, { path: "/ws", ...chatSocket() })))
+  })).pipe(
     Layer.provide(topics),
-    Layer.provideMerge(NodeHttpServer.layer(createServer, listen))
+    Layer.provideMerge(NodeHttpServer.layer(
+      // node:http2's compatibility API is what NodeHttpServer drives
+      listen.http2 === undefined ? createServer : () => listen.http2 as unknown as http.Server,
+      { port: listen.port, host: listen.host }
+    ))
   )
 
 // ----------------------------------------------------------------------------- the page

@@ -6,24 +6,32 @@
  *   (`node:cluster`), rooms and presence on Redis (`Broadcast.layerRedis`); a crashed worker
  *   is restarted.
  *
+ * - `HTTP2=1`: HTTPS with HTTP/2 (and HTTP/1.1 for older clients) and a self-signed certificate
+ *   for localhost made at start: the page and its WebSocket then share one TLS connection
+ *   (RFC 8441). The browser asks to accept the certificate once.
+ *
  * Ctrl-C stops it gracefully: every WebSocket gets a 1001 Close first.
  */
 import { HttpServer } from "@effect/platform"
 import { Cluster } from "@effect-websocket/server"
 import { Cause, Console, Effect, Layer, Option } from "effect"
 import cluster from "node:cluster"
-import { ChatServer, TopicsLocal, TopicsRedis } from "./Chat.js"
+import { localhostCertificate } from "./Certificate.js"
+import { ChatServer, makeHttp2Server, TopicsLocal, TopicsRedis } from "./Chat.js"
 
 const port = Number(process.env["PORT"] ?? 8080)
 const host = process.env["HOST"] ?? "127.0.0.1"
 const redisUrl = process.env["REDIS_URL"]
 const workers = Number(process.env["WORKERS"] ?? 1)
+const useHttp2 = process.env["HTTP2"] === "1"
 
 const PrintUrl = Layer.effectDiscard(
   Effect.flatMap(HttpServer.HttpServer, (server) => {
     const { port } = server.address as HttpServer.TcpAddress
     const where = cluster.isWorker ? ` (worker ${process.pid}, rooms on Redis)` : redisUrl ? " (rooms on Redis)" : ""
-    return Console.log(`Chat: open http://${host.includes(":") ? `[${host}]` : host}:${port}/?name=ada in two tabs${where}`)
+    const scheme = useHttp2 ? "https" : "http"
+    const name = host === "127.0.0.1" && useHttp2 ? "localhost" : host.includes(":") ? `[${host}]` : host
+    return Console.log(`Chat: open ${scheme}://${name}:${port}/?name=ada in two tabs${where}`)
   })
 )
 
@@ -44,7 +52,12 @@ const listenErrorCode = (cause: Cause.Cause<unknown>): string | undefined => {
   return undefined
 }
 
-const chat = Layer.launch(PrintUrl.pipe(Layer.provideMerge(ChatServer({ port, host }, topics)))).pipe(
+const Main = Layer.unwrapEffect(Effect.gen(function*() {
+  const http2 = useHttp2 ? makeHttp2Server(yield* Effect.promise(localhostCertificate)) : undefined
+  return PrintUrl.pipe(Layer.provideMerge(ChatServer({ port, host, http2 }, topics)))
+}))
+
+const chat = Layer.launch(Main).pipe(
   Effect.catchAllCause((cause) => {
     const code = listenErrorCode(cause)
     if (code !== "EADDRINUSE" && code !== "EACCES") return Effect.failCause(cause)

@@ -6,14 +6,15 @@
 import * as HttpServer from "@effect/platform/HttpServer"
 import { assert, describe, it } from "@effect/vitest"
 import { Broadcast } from "@effect-websocket/server"
-import { Context, Effect, Exit, Layer, Logger, LogLevel, Metric, Scope } from "effect"
+import { Context, Effect, Exit, HashMap, Layer, Logger, LogLevel, Metric, Scope } from "effect"
 import { execSync } from "node:child_process"
 import { existsSync, mkdirSync } from "node:fs"
 import { dirname } from "node:path"
 import { fileURLToPath } from "node:url"
 import { type Browser, chromium, type Page } from "playwright-core"
 import { afterAll, beforeAll } from "vitest"
-import { ChatServer } from "../src/Chat.js"
+import { localhostCertificate } from "../src/Certificate.js"
+import { ChatServer, makeHttp2Server } from "../src/Chat.js"
 
 const CHROMIUM = "/usr/bin/chromium"
 const ARGS = [
@@ -142,6 +143,67 @@ describe("the chat in headless chromium", () => {
     await page.locator("#status", { hasText: "closed (1006)" }).waitFor({ timeout: 10_000 })
     assert.strictEqual(await page.locator("#members").textContent(), "-")
     await page.close()
+  })
+})
+
+
+/**
+ * The same chat over HTTP/2: chromium loads the page over h2 and opens its WebSocket as an
+ * extended CONNECT stream of that same TLS connection (RFC 8441).
+ */
+describe("the chat over HTTP/2 in headless chromium", () => {
+  let h2scope: Scope.CloseableScope
+  let h2base: string
+  let tlsConnections = 0
+  const opened: Array<{ readonly name: unknown; readonly transport: unknown }> = []
+
+  beforeAll(async () => {
+    const tls = await localhostCertificate()
+    const server = makeHttp2Server(tls)
+    server.on("secureConnection", () => tlsConnections++)
+    // the server's own report of each WebSocket it opened ("WebSocket open", with its transport)
+    const recording = Logger.make(({ annotations, message }) => {
+      if (Array.isArray(message) && message[0] === "WebSocket open") {
+        opened.push({ name: HashMap.unsafeGet(annotations, "name"), transport: HashMap.unsafeGet(annotations, "transport") })
+      }
+    })
+    h2scope = Effect.runSync(Scope.make())
+    const context = await Effect.runPromise(
+      Layer.buildWithScope(
+        ChatServer({ port: 0, host: "127.0.0.1", http2: server }).pipe(
+          Layer.provide(Logger.replace(Logger.defaultLogger, recording))
+        ),
+        h2scope
+      )
+    )
+    const { port } = Context.get(context, HttpServer.HttpServer).address as HttpServer.TcpAddress
+    h2base = `https://localhost:${port}`
+  }, 60_000)
+
+  afterAll(async () => {
+    if (h2scope !== undefined) await Effect.runPromise(Scope.close(h2scope, Exit.void))
+  })
+
+  it("the page and its WebSocket share one HTTP/2 connection; the server reports transport h2", async () => {
+    const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 720, height: 640 } })
+    const page = await context.newPage()
+    await page.goto(`${h2base}/?name=ada`)
+    // the protocol the page itself came over
+    const protocol = await page.evaluate(() =>
+      (globalThis as unknown as {
+        performance: { getEntriesByType: (type: string) => Array<{ nextHopProtocol: string }> }
+      }).performance.getEntriesByType("navigation")[0]!.nextHopProtocol
+    )
+    assert.strictEqual(protocol, "h2")
+    await page.click("#join button")
+    await page.locator("#status", { hasText: "connected" }).waitFor({ timeout: 10_000 })
+    await say(page, "hello over h2")
+    await waitLine(page, "ada: hello over h2")
+    const extensions = await page.evaluate(() => (globalThis as unknown as { chat: { extensions: string } }).chat.extensions)
+    assert.include(extensions, "permessage-deflate")
+    assert.deepStrictEqual(opened, [{ name: "ada", transport: "h2" }])
+    assert.strictEqual(tlsConnections, 1)
+    await context.close()
   })
 })
 

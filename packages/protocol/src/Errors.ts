@@ -112,7 +112,7 @@ export type ProtocolError =
  * @since 0.1.0
  * @category models
  */
-export type HandshakeStatus = 400 | 403 | 404 | 405 | 426 | 431 | 503
+export type HandshakeStatus = 400 | 403 | 404 | 405 | 426 | 431 | 501 | 503
 
 /**
  * The opening handshake was refused. `status` is the HTTP status of the response,

@@ -68,11 +68,27 @@ export {
    * @since 0.1.0
    * @category validation
    */
-  validateUpgrade
+  validateUpgrade,
+  /**
+   * RFC 8441 §4-5 validation of an HTTP/2 extended CONNECT (WebSockets over HTTP/2).
+   *
+   * @since 0.1.0
+   * @category validation
+   */
+  validateExtendedConnect,
+  /**
+   * The `:status 200` header block that accepts an extended CONNECT.
+   *
+   * @since 0.1.0
+   * @category constructors
+   */
+  extendedConnectResponse
 } from "./internal/handshake.js"
 
 export type {
   AcceptOptions,
+  ExtendedConnectAcceptOptions,
+  ExtendedConnectOptions,
   RawRequest,
   RejectOptions,
   RequestComplete,

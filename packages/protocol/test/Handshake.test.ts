@@ -810,3 +810,135 @@ describe("RFC 6455 §4.2.2 item 4, §4.4: rejectResponse", () => {
     }
   })
 })
+
+// ---------------------------------------------------------------------------
+// RFC 8441: WebSockets over HTTP/2
+// ---------------------------------------------------------------------------
+
+/** The RFC 8441 §5.1 request, as a node:http2 stream's header block. */
+const connectHeaders = (
+  overrides: Record<string, string | undefined> = {}
+): Record<string, string | undefined> => ({
+  ":method": "CONNECT",
+  ":protocol": "websocket",
+  ":scheme": "https",
+  ":path": "/chat",
+  ":authority": "server.example.com",
+  "sec-websocket-protocol": "chat, superchat",
+  "sec-websocket-extensions": "permessage-deflate",
+  "sec-websocket-version": "13",
+  "origin": "http://www.example.com",
+  ...overrides
+})
+
+describe("RFC 8441 §4-5: validateExtendedConnect", () => {
+  it("accepts the RFC 8441 §5.1 request: url from :path, host from :authority, no key", () => {
+    const upgrade = assertUpgrade(Handshake.validateExtendedConnect(connectHeaders()))
+    assert.strictEqual(upgrade.method, "CONNECT")
+    assert.strictEqual(upgrade.url, "/chat")
+    assert.strictEqual(upgrade.host, "server.example.com")
+    assert.strictEqual(upgrade.origin, "http://www.example.com")
+    assert.strictEqual(upgrade.key, "")
+    assert.deepStrictEqual(upgrade.protocols, ["chat", "superchat"])
+    assert.deepStrictEqual(upgrade.extensions.map((e) => e.name), ["permessage-deflate"])
+  })
+
+  it("headers keep the regular fields and drop the pseudo-header fields", () => {
+    const upgrade = assertUpgrade(Handshake.validateExtendedConnect(connectHeaders({ "cookie": "a=b" })))
+    assert.strictEqual(upgrade.headers["cookie"], "a=b")
+    assert.strictEqual(upgrade.headers["sec-websocket-version"], "13")
+    assert.deepStrictEqual(Object.keys(upgrade.headers).filter((k) => k.startsWith(":")), [])
+  })
+
+  it("ignores a sec-websocket-key (RFC 8441 §5: not used over HTTP/2)", () => {
+    const upgrade = assertUpgrade(Handshake.validateExtendedConnect(connectHeaders({ "sec-websocket-key": "x" })))
+    assert.strictEqual(upgrade.key, "")
+  })
+
+  it("a :protocol of another case is websocket", () => {
+    assertUpgrade(Handshake.validateExtendedConnect(connectHeaders({ ":protocol": "WebSocket" })))
+  })
+
+  it("a method other than CONNECT is 405 with allow: CONNECT", () => {
+    for (const method of ["GET", "POST", "connect", undefined]) {
+      const error = assertRejected(Handshake.validateExtendedConnect(connectHeaders({ ":method": method })), 405)
+      assert.deepStrictEqual(error.headers, { allow: "CONNECT" })
+    }
+  })
+
+  it("a CONNECT without :protocol (a tunnel) is 501", () => {
+    assertRejected(
+      Handshake.validateExtendedConnect({ ":method": "CONNECT", ":authority": "example.com:443" }),
+      501
+    )
+  })
+
+  it("a :protocol other than websocket is 501", () => {
+    for (const protocol of ["webtransport", "websocket2", "websocket, h2", ""]) {
+      assertRejected(Handshake.validateExtendedConnect(connectHeaders({ ":protocol": protocol })), 501)
+    }
+  })
+
+  it("§4: :scheme and :path must be present, :scheme the server's", () => {
+    assertRejected(Handshake.validateExtendedConnect(connectHeaders({ ":scheme": undefined })), 400)
+    assertRejected(Handshake.validateExtendedConnect(connectHeaders({ ":path": undefined })), 400)
+    assertRejected(Handshake.validateExtendedConnect(connectHeaders({ ":path": "" })), 400)
+    assertRejected(Handshake.validateExtendedConnect(connectHeaders({ ":scheme": "http" })), 400)
+    assertUpgrade(Handshake.validateExtendedConnect(connectHeaders({ ":scheme": "http" }), { scheme: "http" }))
+  })
+
+  it("a missing or empty :authority is 400", () => {
+    assertRejected(Handshake.validateExtendedConnect(connectHeaders({ ":authority": undefined })), 400)
+    assertRejected(Handshake.validateExtendedConnect(connectHeaders({ ":authority": "" })), 400)
+  })
+
+  it("a version other than 13 is 400 naming version 13 (no 426: HTTP/2 has no Upgrade field)", () => {
+    for (const version of ["8", "14", "", undefined]) {
+      const error = assertRejected(
+        Handshake.validateExtendedConnect(connectHeaders({ "sec-websocket-version": version })),
+        400
+      )
+      assert.deepStrictEqual(error.headers, { "sec-websocket-version": "13" })
+    }
+  })
+
+  it("malformed subprotocols or extensions are 400", () => {
+    assertRejected(Handshake.validateExtendedConnect(connectHeaders({ "sec-websocket-protocol": "a b" })), 400)
+    assertRejected(Handshake.validateExtendedConnect(connectHeaders({ "sec-websocket-extensions": "a;;" })), 400)
+  })
+
+  it.prop("never throws on any header block", [fc.dictionary(fc.constantFrom(
+    ":method", ":protocol", ":scheme", ":path", ":authority", "sec-websocket-version",
+    "sec-websocket-protocol", "sec-websocket-extensions", "origin"
+  ), fc.oneof(fc.string(), fc.constantFrom("CONNECT", "websocket", "https", "/", "13")))], ([headers]) => {
+    const result = Handshake.validateExtendedConnect(headers)
+    assert.isTrue(result instanceof HandshakeError || typeof result.url === "string")
+  })
+})
+
+describe("RFC 8441 §5: extendedConnectResponse", () => {
+  it("is :status 200 with the subprotocol and extensions, and no sec-websocket-accept", () => {
+    assert.deepStrictEqual(
+      Handshake.extendedConnectResponse({
+        protocol: "chat",
+        extensions: "permessage-deflate; server_no_context_takeover",
+        headers: { "Set-Cookie": "a=b" }
+      }),
+      {
+        ":status": 200,
+        "sec-websocket-protocol": "chat",
+        "sec-websocket-extensions": "permessage-deflate; server_no_context_takeover",
+        "set-cookie": "a=b"
+      }
+    )
+    assert.deepStrictEqual(Handshake.extendedConnectResponse({ extensions: "" }), { ":status": 200 })
+  })
+
+  it("refuses connection-specific fields (RFC 9113 §8.2.2), the handshake's own and injection", () => {
+    for (const name of ["Connection", "upgrade", "keep-alive", "transfer-encoding", "sec-websocket-accept"]) {
+      assert.throws(() => Handshake.extendedConnectResponse({ headers: { [name]: "x" } }), TypeError)
+    }
+    assert.throws(() => Handshake.extendedConnectResponse({ headers: { "x-a": "b\r\nc: d" } }), TypeError)
+    assert.throws(() => Handshake.extendedConnectResponse({ protocol: "a b" }), TypeError)
+  })
+})

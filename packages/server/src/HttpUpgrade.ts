@@ -38,12 +38,32 @@
  * For applications that own a `node:http` / `node:https` server, `attach` listens on its
  * 'upgrade' event for the lifetime of a scope.
  *
+ * HTTP/2: on a `node:http2` secure server made with `allowHTTP1: true` and
+ * `settings: { enableConnectProtocol: true }` (given to `NodeHttpServer.layer`), pages are
+ * served over HTTP/2 and HTTP/1.1 alike; the route above keeps serving HTTP/1.1 upgrades, and
+ * `attachHttp2(server, { path: "/ws", ...sameOptions })` serves the WebSockets that HTTP/2
+ * clients open as extended CONNECT streams (RFC 8441) of the connection the page came on:
+ *
+ * ```ts
+ * const server = http2.createSecureServer({ key, cert, allowHTTP1: true, settings: { enableConnectProtocol: true } })
+ * const Http2Sockets = Layer.scopedDiscard(HttpUpgrade.attachHttp2(server, { path: "/ws", ...socketOptions }))
+ * const Main = App.pipe(
+ *   Layer.provide(Http2Sockets),
+ *   Layer.provide(NodeHttpServer.layer(() => server as unknown as http.Server, { port: 8443 }))
+ * )
+ * ```
+ *
+ * Browsers use HTTP/2 only over TLS, so this is for `https:` pages; plain-text HTTP/2 (h2c)
+ * and HTTP/3 are not served (see the README).
+ *
  * @since 0.1.0
  */
 import type * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import type * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import type { Effect, Scope } from "effect"
 import type * as http from "node:http"
+import type * as http2 from "node:http2"
+import * as h2 from "./internal/h2.js"
 import * as internal from "./internal/http.js"
 import type { HandlerOptions } from "./internal/server.js"
 
@@ -123,3 +143,20 @@ export const attach: <Data = undefined, E = never, R = never, E2 = never, R2 = n
   server: http.Server,
   options: AttachOptions<Data, E, R, E2, R2>
 ) => Effect.Effect<Attached, never, Scope.Scope | Exclude<R, Scope.Scope> | R2> = internal.attach
+
+/**
+ * Serves WebSockets over HTTP/2 (RFC 8441 extended CONNECT) on a `node:http2` server for the
+ * lifetime of the current scope: the server must advertise `enableConnectProtocol` in its
+ * settings. A CONNECT for another path gets a 404 when nobody else listens for it; any other
+ * request is left to the server's other listeners. It works with and without the
+ * compatibility API (`@effect/platform-node`'s `NodeHttpServer` uses it). Closing the scope
+ * closes every connection it opened with 1001, as `attach` does; the server stays the
+ * caller's.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const attachHttp2: <Data = undefined, E = never, R = never, E2 = never, R2 = never>(
+  server: http2.Http2SecureServer | http2.Http2Server,
+  options: AttachOptions<Data, E, R, E2, R2>
+) => Effect.Effect<Attached, never, Scope.Scope | Exclude<R, Scope.Scope> | R2> = h2.attachHttp2

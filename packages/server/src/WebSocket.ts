@@ -31,6 +31,12 @@ export interface RequestInfo {
    */
   readonly remoteAddress: string | undefined
   readonly remotePort: number | undefined
+  /**
+   * How the WebSocket is carried: `"http/1.1"` (its own TCP or TLS connection, opened by an
+   * upgrade) or `"h2"` (one stream of an HTTP/2 connection, opened by an RFC 8441 extended
+   * CONNECT; the address is the HTTP/2 connection's).
+   */
+  readonly transport: "http/1.1" | "h2"
 }
 
 /**

@@ -15,9 +15,11 @@
  */
 import { Context, Effect, Layer } from "effect"
 import type { Scope } from "effect"
+import type * as http2 from "node:http2"
 import type * as tls from "node:tls"
 import type { ServerError } from "./Errors.js"
 import type { HandlerOptions, UpgradeAccept, UpgradeInfo } from "./internal/server.js"
+import { listenHttp2 } from "./internal/h2.js"
 import { listen } from "./internal/server.js"
 import { defaults } from "./internal/options.js"
 
@@ -56,6 +58,20 @@ export interface Options<Data, E, R, E2 = never, R2 = never> extends HandlerOpti
   /** Serve wss:// with these `node:tls` options (key, cert, ...). */
   readonly tls?: tls.TlsOptions | undefined
   readonly backlog?: number | undefined
+  /**
+   * Serve HTTP/2 as well (needs `tls`): ALPN offers `h2` and `http/1.1` on the one port, and
+   * an HTTP/2 client opens WebSockets as streams of one connection with extended CONNECT
+   * (RFC 8441, advertised with `SETTINGS_ENABLE_CONNECT_PROTOCOL`); HTTP/1.1 clients upgrade
+   * as before. Default false. See the README's section on HTTP/2.
+   */
+  readonly http2?: boolean | undefined
+  /**
+   * HTTP/2 settings to advertise (`enableConnectProtocol` is always on). Default
+   * `initialWindowSize` 1 MiB: what one WebSocket may send ahead of its handler.
+   */
+  readonly http2Settings?: http2.Settings | undefined
+  /** HTTP/2 receive window of a whole connection, shared by its WebSockets (bytes). Default 16 MiB. */
+  readonly http2ConnectionWindow?: number | undefined
 }
 
 /**
@@ -92,7 +108,7 @@ export class WebSocketServer extends Context.Tag("@effect-websocket/server/WebSo
 export const make = <Data = undefined, E = never, R = never, E2 = never, R2 = never>(
   options: Options<Data, E, R, E2, R2>
 ): Effect.Effect<Service, ServerError, Scope.Scope | Exclude<R, Scope.Scope> | R2> =>
-  Effect.map(listen(options), ({ address, engine, secure }) => {
+  Effect.map(options.http2 === true ? listenHttp2(options) : listen(options), ({ address, engine, secure }) => {
     const host = address.family === "IPv6" ? `[${address.address}]` : address.address
     return {
       address: { host: address.address, port: address.port },

@@ -279,7 +279,10 @@ export interface ServerFrame {
 }
 
 /** Decodes the complete server frames in `bytes` (ignores a trailing partial one). */
-export const parseServerFrames = (bytes: Buffer): Array<ServerFrame> => {
+export const parseServerFrames = (bytes: Buffer): Array<ServerFrame> => splitServerFrames(bytes).frames
+
+/** The complete frames at the start of `bytes`, and how many bytes they take. */
+export const splitServerFrames = (bytes: Buffer): { frames: Array<ServerFrame>; used: number } => {
   const frames: Array<ServerFrame> = []
   let p = 0
   while (p + 2 <= bytes.length) {
@@ -301,7 +304,7 @@ export const parseServerFrames = (bytes: Buffer): Array<ServerFrame> => {
     frames.push({ fin: (b0 & 0x80) !== 0, rsv: (b0 >> 4) & 7, opcode: b0 & 0x0f, payload: bytes.subarray(q, q + len) })
     p = q + len
   }
-  return frames
+  return { frames, used: p }
 }
 
 /** The code of the first Close frame in `bytes` (1005 for an empty one), or undefined. */

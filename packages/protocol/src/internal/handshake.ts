@@ -458,6 +458,7 @@ export interface UpgradeRequest {
   readonly headers: Readonly<Record<string, string>>
   readonly host: string
   readonly origin: string | undefined
+  /** `Sec-WebSocket-Key`; empty for an HTTP/2 extended CONNECT, which has none (RFC 8441 §5). */
   readonly key: string
   readonly protocols: ReadonlyArray<string>
   readonly extensions: ReadonlyArray<ExtensionOffer>
@@ -538,6 +539,27 @@ const normalizeHeaders = (
   return headers as Readonly<Record<string, string>>
 }
 
+/** The offered subprotocols and extensions, parsed (400 when malformed). */
+const parseOffers = (
+  headers: Readonly<Record<string, string | ReadonlyArray<string> | undefined>>
+): { readonly protocols: ReadonlyArray<string>; readonly extensions: ReadonlyArray<ExtensionOffer> } | HandshakeError => {
+  const protocolValue = headerValue(headers["sec-websocket-protocol"])
+  let protocols: ReadonlyArray<string> = EMPTY
+  if (protocolValue !== undefined) {
+    const parsed = parseProtocols(protocolValue)
+    if (parsed instanceof HandshakeError) return parsed
+    protocols = parsed
+  }
+  const extensionValue = headerValue(headers["sec-websocket-extensions"])
+  let extensions: ReadonlyArray<ExtensionOffer> = EMPTY
+  if (extensionValue !== undefined) {
+    const parsed = parseExtensions(extensionValue)
+    if (parsed instanceof HandshakeError) return parsed
+    extensions = parsed
+  }
+  return { protocols, extensions }
+}
+
 /**
  * Applies the server's opening-handshake rules (RFC 6455 §4.2.1) to a request
  * head, in this order:
@@ -599,20 +621,8 @@ export const validateUpgrade = (raw: UpgradeRequestInput): UpgradeRequest | Hand
   const contentLength = headerValue(headers["content-length"])
   if (contentLength !== undefined && contentLength !== "0") return badRequest("an upgrade request cannot have a body")
 
-  const protocolValue = headerValue(headers["sec-websocket-protocol"])
-  let protocols: ReadonlyArray<string> = EMPTY
-  if (protocolValue !== undefined) {
-    const parsed = parseProtocols(protocolValue)
-    if (parsed instanceof HandshakeError) return parsed
-    protocols = parsed
-  }
-  const extensionValue = headerValue(headers["sec-websocket-extensions"])
-  let extensions: ReadonlyArray<ExtensionOffer> = EMPTY
-  if (extensionValue !== undefined) {
-    const parsed = parseExtensions(extensionValue)
-    if (parsed instanceof HandshakeError) return parsed
-    extensions = parsed
-  }
+  const offers = parseOffers(headers)
+  if (offers instanceof HandshakeError) return offers
   return {
     method,
     url,
@@ -620,8 +630,8 @@ export const validateUpgrade = (raw: UpgradeRequestInput): UpgradeRequest | Hand
     host,
     origin: headerValue(headers["origin"]),
     key,
-    protocols,
-    extensions
+    protocols: offers.protocols,
+    extensions: offers.extensions
   }
 }
 
@@ -808,5 +818,167 @@ export const rejectResponse = (options: RejectOptions): Uint8Array => {
   const out = Buffer.allocUnsafe(head.length + bodyLength)
   out.write(head, 0, "latin1")
   out.write(body, head.length, "utf8")
+  return out
+}
+
+// ---------------------------------------------------------------------------
+// validateExtendedConnect (RFC 8441: WebSockets over HTTP/2)
+// ---------------------------------------------------------------------------
+
+/**
+ * Options of {@link validateExtendedConnect}.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ExtendedConnectOptions {
+  /** The `:scheme` the server is reached by: `"https"` behind TLS (wss), `"http"` in clear (ws). Default `"https"`. */
+  readonly scheme?: "https" | "http" | undefined
+}
+
+const ALLOW_CONNECT: Readonly<Record<string, string>> = Object.freeze({ "allow": "CONNECT" })
+const VERSION_13: Readonly<Record<string, string>> = Object.freeze({ "sec-websocket-version": "13" })
+const CONNECT = "CONNECT"
+
+/**
+ * Applies RFC 8441 §4-5 to the header block of an HTTP/2 request (pseudo-header
+ * fields included, names lowercase as HTTP/2 requires, e.g. a `node:http2`
+ * stream's `headers`), in this order:
+ *
+ * | rule | failure |
+ * | --- | --- |
+ * | `:method` is `CONNECT` | 405 with `allow: CONNECT` |
+ * | `:protocol` is present (an extended CONNECT, not a tunnel to `:authority`) | 501 |
+ * | `:protocol` is `websocket` (case-insensitive) | 501 |
+ * | `:scheme` and `:path` present (§4), `:scheme` is the server's | 400 |
+ * | `:authority` present and non-empty | 400 |
+ * | `sec-websocket-version` is `13` | 400 with `sec-websocket-version: 13` |
+ * | `sec-websocket-protocol`, `sec-websocket-extensions` well formed | 400 |
+ *
+ * A plain CONNECT asks for a tunnel, a proxy's job, and an unknown `:protocol`
+ * asks for a protocol the server does not speak: both are functions the server
+ * does not implement (501, RFC 9110 §15.6.2). A wrong version is a 400, not the
+ * 426 of HTTP/1.1: a 426 must carry `Upgrade`, a connection-specific field that
+ * HTTP/2 forbids (RFC 9113 §8.2.2); the supported version goes in
+ * `sec-websocket-version` as RFC 6455 §4.4 asks. `sec-websocket-key` is not
+ * used over HTTP/2 (RFC 8441 §5): present or not, it is ignored and `key` is
+ * empty.
+ *
+ * The result has `url` = `:path`, `host` = `:authority`, and `headers` without
+ * the pseudo-header fields. Never throws on peer input.
+ *
+ * @since 0.1.0
+ * @category validation
+ */
+export const validateExtendedConnect = (
+  headers: Readonly<Record<string, string | ReadonlyArray<string> | undefined>>,
+  options?: ExtendedConnectOptions
+): UpgradeRequest | HandshakeError => {
+  const method = headerValue(headers[":method"])
+  if (method !== CONNECT) {
+    return new HandshakeError({
+      status: 405,
+      reason: "method not allowed: a WebSocket over HTTP/2 is opened with an extended CONNECT",
+      headers: ALLOW_CONNECT
+    })
+  }
+  const protocol = headerValue(headers[":protocol"])
+  if (protocol === undefined) return new HandshakeError({ status: 501, reason: "CONNECT tunnels are not supported" })
+  if (protocol.length !== 9 || !listContains(protocol, "websocket")) {
+    return new HandshakeError({ status: 501, reason: "unsupported :protocol (websocket is supported)" })
+  }
+  const scheme = headerValue(headers[":scheme"])
+  if (scheme === undefined) return badRequest("missing :scheme")
+  if (scheme !== (options?.scheme ?? "https")) return badRequest("wrong :scheme")
+  const url = headerValue(headers[":path"])
+  if (url === undefined || url.length === 0) return badRequest("missing :path")
+  const host = headerValue(headers[":authority"])
+  if (host === undefined || host.length === 0) return badRequest("missing :authority")
+  if (headerValue(headers["sec-websocket-version"]) !== "13") {
+    return new HandshakeError({
+      status: 400,
+      reason: "unsupported sec-websocket-version (13 is required)",
+      headers: VERSION_13
+    })
+  }
+  const offers = parseOffers(headers)
+  if (offers instanceof HandshakeError) return offers
+  const fields: Record<string, string> = Object.create(null)
+  for (const name in headers) {
+    if (name.charCodeAt(0) === COLON) continue
+    const value = headerValue(headers[name])
+    if (value !== undefined) fields[name] = value
+  }
+  return {
+    method,
+    url,
+    headers: fields,
+    host,
+    origin: headerValue(headers["origin"]),
+    key: "",
+    protocols: offers.protocols,
+    extensions: offers.extensions
+  }
+}
+
+/**
+ * Options of {@link extendedConnectResponse}.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ExtendedConnectAcceptOptions {
+  /** The selected subprotocol (a token, one the client offered). */
+  readonly protocol?: string | undefined
+  /** The `sec-websocket-extensions` response value; omitted when empty. */
+  readonly extensions?: string | undefined
+  /** Extra response headers (names are lowercased). */
+  readonly headers?: Readonly<Record<string, string>> | undefined
+}
+
+// Connection-specific fields are malformed in HTTP/2 (RFC 9113 §8.2.2); the rest are the handshake's own.
+const H2_RESERVED = new Set([
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "transfer-encoding",
+  "upgrade",
+  "content-length",
+  "sec-websocket-accept",
+  "sec-websocket-protocol",
+  "sec-websocket-extensions"
+])
+
+/**
+ * The header block that accepts an extended CONNECT (RFC 8441 §5): `:status`
+ * 200, the selected subprotocol and extensions, the extra headers. No
+ * `sec-websocket-accept`: HTTP/2 has no key to answer.
+ *
+ * Throws a `TypeError` (a programming error) for a non-token subprotocol, an
+ * invalid header name or value, or an extra header that HTTP/2 forbids or the
+ * handshake sets.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const extendedConnectResponse = (options: ExtendedConnectAcceptOptions): Record<string, string | number> => {
+  const out: Record<string, string | number> = { ":status": 200 }
+  const protocol = options.protocol
+  if (protocol !== undefined) {
+    if (!isToken(protocol)) throw new TypeError("sec-websocket-protocol must be a token")
+    out["sec-websocket-protocol"] = protocol
+  }
+  const extensions = options.extensions
+  if (extensions !== undefined && extensions.length > 0) {
+    if (!isFieldValue(extensions)) throw new TypeError("invalid sec-websocket-extensions value")
+    out["sec-websocket-extensions"] = extensions
+  }
+  const headers = options.headers
+  if (headers !== undefined) {
+    for (const name of Object.keys(headers)) {
+      checkedHeader(name, headers[name], H2_RESERVED)
+      out[name.toLowerCase()] = headers[name]
+    }
+  }
   return out
 }

@@ -49,7 +49,7 @@ const takeHead = (req: http.IncomingMessage): Buffer => {
 }
 
 /** node:http removed its own listeners from an upgraded socket; an 'error' must not crash us. */
-const adopt = (socket: net.Socket): void => {
+export const adopt = (socket: net.Socket): void => {
   socket.on("error", noop)
   socket.setTimeout(0)
   socket.setNoDelay(true)
@@ -163,6 +163,17 @@ export const handler = <Data, E, R, E2, R2>(
 // A plain node:http / node:https server
 // ---------------------------------------------------------------------------------------
 
+/** `attach`'s `path` option as a predicate on the request target. */
+export const pathMatcher = (path: string | ((url: string) => boolean) | undefined): (url: string) => boolean =>
+  path === undefined
+    ? () => true
+    : typeof path === "function"
+    ? path
+    : (url: string) => {
+      const q = url.indexOf("?")
+      return (q < 0 ? url : url.slice(0, q)) === path
+    }
+
 export const attach = <Data, E, R, E2, R2>(
   server: http.Server,
   options: HandlerOptions<Data, E, R, E2, R2> & {
@@ -172,15 +183,7 @@ export const attach = <Data, E, R, E2, R2>(
   Effect.gen(function*() {
     const runFork = yield* FiberSet.makeRuntime<Exclude<R, Scope.Scope> | R2>()
     const engine = new Engine<Data, E, R, E2, R2>(options, runFork as any)
-    const path = options.path
-    const matches = path === undefined
-      ? () => true
-      : typeof path === "function"
-      ? path
-      : (url: string) => {
-        const q = url.indexOf("?")
-        return (q < 0 ? url : url.slice(0, q)) === path
-      }
+    const matches = pathMatcher(options.path)
     const onUpgrade = (req: http.IncomingMessage, duplex: Duplex, head: Buffer) => {
       const socket = duplex as net.Socket
       if (!matches(req.url ?? "/")) {

@@ -5,6 +5,7 @@ import { acceptResponse, rejectResponse, RequestParser, validateUpgrade } from "
 import { negotiate, PerMessageDeflate } from "@effect-websocket/protocol/PerMessageDeflate"
 import { Cause, Effect, FiberSet, Option, Runtime } from "effect"
 import type { Fiber } from "effect"
+import type { Duplex } from "node:stream"
 import type { Context, Scope } from "effect"
 import * as net from "node:net"
 import * as tls from "node:tls"
@@ -22,6 +23,8 @@ import { resolve } from "./options.js"
 export interface UpgradeInfo extends UpgradeRequest {
   readonly remoteAddress: string | undefined
   readonly remotePort: number | undefined
+  /** `"h2"` for an HTTP/2 extended CONNECT (then `method` is CONNECT and `key` is empty). */
+  readonly transport: "http/1.1" | "h2"
 }
 
 /** What an upgrade hook returns to accept a connection. */
@@ -184,27 +187,43 @@ export class Engine<Data, E, R, E2, R2> implements Owner {
     return Effect.suspend(() => {
       const info = this.validate(socket, raw)
       if (info === undefined) return Effect.void
-      const hook = this.handlerOptions.onUpgrade
-      const decided: Effect.Effect<UpgradeAccept<Data>, UpgradeRejected | E2, R2> = hook !== undefined
-        ? hook({ ...info, remoteAddress: socket.remoteAddress, remotePort: socket.remotePort })
-        : Effect.succeed({ data: undefined as Data })
-      return Effect.matchCauseEffect(decided, {
-        onFailure: (cause) => {
-          const f = Cause.failureOption(cause)
-          if (Option.isSome(f) && f.value instanceof UpgradeRejected) {
-            this.reject(socket, f.value.status, "rejected", f.value.headers, f.value.body ?? "")
-            return Effect.void
-          }
-          this.reject(socket, 500, "upgrade hook failed")
-          return Effect.logWarning("WebSocket upgrade hook failed", cause)
-        },
-        onSuccess: (accept) =>
-          Effect.flatMap(Effect.runtime<Exclude<R, Scope.Scope>>(), (runtime) => {
-            const ws = this.accept(socket, info, accept, rest, Runtime.runFork(runtime))
-            // the route's fiber lasts as long as the connection (until its Scope closed)
-            return ws !== undefined && wait ? ws.released : Effect.void
-          })
-      })
+      return this.decide(
+        { ...info, remoteAddress: socket.remoteAddress, remotePort: socket.remotePort, transport: "http/1.1" },
+        (status, reason, headers, body) => this.reject(socket, status, reason, headers, body),
+        (accept, runFork) => {
+          const ws = this.accept(socket, info, accept, rest, runFork)
+          // the route's fiber lasts as long as the connection (until its Scope closed)
+          return ws !== undefined && wait ? ws.released : Effect.void
+        }
+      )
+    })
+  }
+
+  /**
+   * Runs the upgrade hook (when there is one) on a valid request: a refusal or a failure is
+   * answered with `refuse`, an acceptance goes to `accepted` with the hook's runtime.
+   */
+  decide(
+    info: UpgradeInfo,
+    refuse: (status: number, reason: string, headers?: Readonly<Record<string, string>>, body?: string) => void,
+    accepted: (accept: UpgradeAccept<Data>, runFork: RunFork<Exclude<R, Scope.Scope>>) => Effect.Effect<void>
+  ): Effect.Effect<void, never, Exclude<R, Scope.Scope> | R2> {
+    const hook = this.handlerOptions.onUpgrade
+    const decided: Effect.Effect<UpgradeAccept<Data>, UpgradeRejected | E2, R2> = hook !== undefined
+      ? hook(info)
+      : Effect.succeed({ data: undefined as Data })
+    return Effect.matchCauseEffect(decided, {
+      onFailure: (cause) => {
+        const f = Cause.failureOption(cause)
+        if (Option.isSome(f) && f.value instanceof UpgradeRejected) {
+          refuse(f.value.status, "rejected", f.value.headers, f.value.body ?? "")
+          return Effect.void
+        }
+        refuse(500, "upgrade hook failed")
+        return Effect.logWarning("WebSocket upgrade hook failed", cause)
+      },
+      onSuccess: (accept) =>
+        Effect.flatMap(Effect.runtime<Exclude<R, Scope.Scope>>(), (runtime) => accepted(accept, Runtime.runFork(runtime)))
     })
   }
 
@@ -220,10 +239,54 @@ export class Engine<Data, E, R, E2, R2> implements Owner {
       socket.destroy()
       return undefined
     }
+    const agreed = this.agree(request, accept)
+    if (typeof agreed === "string") {
+      this.reject(socket, 500, agreed)
+      return undefined
+    }
+    const requestInfo = new ConnectionRequest(request.url, request.headers, socket, "http/1.1")
+    socket.write(acceptResponse({ key: request.key, protocol: agreed.protocol, extensions: agreed.extensions, headers: accept.headers }))
+    const ws = this.open(socket, requestInfo, agreed, accept.data, rest, runFork)
+    this.opened(socket, ws)
+    return ws
+  }
+
+  /**
+   * Starts a connection on a transport whose handshake was answered (a socket after its 101,
+   * an HTTP/2 stream after its 200): its fiber (Scope, reader, handler, close) and its place in
+   * the deadline checks, which it leaves when its Scope closes (`released`).
+   */
+  open(
+    transport: Duplex,
+    request: RequestInfo,
+    agreed: Agreed,
+    data: Data,
+    rest: Uint8Array,
+    runFork: RunFork<Exclude<R, Scope.Scope>>
+  ): ConnectionPort {
+    const ws = new WsConnection<Data>({
+      transport,
+      core: agreed.core,
+      options: this.options,
+      request,
+      protocol: agreed.protocol,
+      extensions: agreed.extensions,
+      deflate: agreed.compression?.params,
+      data,
+      owner: this
+    }, rest)
+    this.startConnection(ws, runFork)
+    return ws
+  }
+
+  /**
+   * The subprotocol and the permessage-deflate parameters agreed for a request, and the
+   * connection's protocol core; a reason when the hook selected a subprotocol not offered.
+   */
+  agree(request: UpgradeRequest, accept: UpgradeAccept<Data>): Agreed | string {
     let protocol = accept.protocol
     if (protocol !== undefined && !request.protocols.includes(protocol)) {
-      this.reject(socket, 500, "the upgrade hook selected a subprotocol the client did not offer")
-      return undefined
+      return "the upgrade hook selected a subprotocol the client did not offer"
     }
     if (protocol === undefined && this.handlerOptions.protocols !== undefined) {
       protocol = this.handlerOptions.protocols.find((p) => request.protocols.includes(p))
@@ -246,22 +309,7 @@ export class Engine<Data, E, R, E2, R2> implements Owner {
       compression,
       deferClose: true
     })
-    const requestInfo = new ConnectionRequest(request.url, request.headers, socket)
-    socket.write(acceptResponse({ key: request.key, protocol, extensions, headers: accept.headers }))
-    const ws = new WsConnection<Data>({
-      transport: socket,
-      core,
-      options: this.options,
-      request: requestInfo,
-      protocol,
-      extensions,
-      deflate: compression?.params,
-      data: accept.data,
-      owner: this
-    }, rest)
-    this.opened(socket, ws)
-    this.startConnection(ws, runFork)
-    return ws
+    return { protocol, extensions, compression, core }
   }
 
   /** A connection was accepted on this socket (the HTTP route keeps track of it). */
@@ -363,6 +411,17 @@ export class Engine<Data, E, R, E2, R2> implements Owner {
 
 const noop = () => {}
 
+/** `runFork` of a runtime whose services are `R`. */
+export type RunFork<R> = <A, EX>(effect: Effect.Effect<A, EX, R>) => Fiber.RuntimeFiber<A, EX>
+
+/** What `Engine.agree` settled for a connection. */
+export interface Agreed {
+  readonly protocol: string | undefined
+  readonly extensions: string | undefined
+  readonly compression: PerMessageDeflate | undefined
+  readonly core: Connection
+}
+
 const SOCKET: unique symbol = Symbol("effect-websocket/socket")
 
 /**
@@ -370,9 +429,14 @@ const SOCKET: unique symbol = Symbol("effect-websocket/socket")
  * `getpeername` call per handshake otherwise; Node keeps the answer once read): read it
  * while the connection is open, or in the upgrade hook, whose `UpgradeInfo` carries it.
  */
-class ConnectionRequest implements RequestInfo {
+export class ConnectionRequest implements RequestInfo {
   readonly [SOCKET]: net.Socket
-  constructor(readonly url: string, readonly headers: Readonly<Record<string, string>>, socket: net.Socket) {
+  constructor(
+    readonly url: string,
+    readonly headers: Readonly<Record<string, string>>,
+    socket: net.Socket,
+    readonly transport: "http/1.1" | "h2"
+  ) {
     this[SOCKET] = socket
   }
   get remoteAddress(): string | undefined {
@@ -382,7 +446,13 @@ class ConnectionRequest implements RequestInfo {
     return this[SOCKET].remotePort
   }
   toJSON(): RequestInfo {
-    return { url: this.url, headers: this.headers, remoteAddress: this.remoteAddress, remotePort: this.remotePort }
+    return {
+      url: this.url,
+      headers: this.headers,
+      remoteAddress: this.remoteAddress,
+      remotePort: this.remotePort,
+      transport: this.transport
+    }
   }
 }
 
@@ -393,6 +463,21 @@ export interface UpgradeRequestLike {
   readonly httpVersion: string
   readonly headers: Readonly<Record<string, string | ReadonlyArray<string> | undefined>>
 }
+
+/** Listens on `options`' host and port (default 127.0.0.1, any free port). */
+export const bind = (
+  server: net.Server,
+  options: { readonly host?: string | undefined; readonly port?: number | undefined; readonly backlog?: number | undefined }
+): Effect.Effect<void, ServerError> =>
+  Effect.async<void, ServerError>((resume) => {
+    const onError = (cause: unknown) => resume(Effect.fail(new ServerError({ reason: "Listen", cause })))
+    server.once("error", onError)
+    server.listen({ port: options.port ?? 0, host: options.host ?? "127.0.0.1", backlog: options.backlog ?? 511 }, () => {
+      server.removeListener("error", onError)
+      server.on("error", () => {})
+      resume(Effect.void)
+    })
+  })
 
 /** The standalone server: a TCP or TLS listener feeding an engine. */
 export const listen = <Data, E, R, E2, R2>(
@@ -419,15 +504,7 @@ export const listen = <Data, E, R, E2, R2>(
       : net.createServer({ noDelay: true })
     server.on(secure ? "secureConnection" : "connection", (socket: net.Socket) => engine.acceptSocket(socket))
     server.on("tlsClientError", (_err: unknown, socket: net.Socket) => socket.destroy())
-    yield* Effect.async<void, ServerError>((resume) => {
-      const onError = (cause: unknown) => resume(Effect.fail(new ServerError({ reason: "Listen", cause })))
-      server.once("error", onError)
-      server.listen({ port: options.port ?? 0, host: options.host ?? "127.0.0.1", backlog: options.backlog ?? 511 }, () => {
-        server.removeListener("error", onError)
-        resume(Effect.void)
-      })
-    })
-    server.on("error", () => {})
+    yield* bind(server, options)
     yield* Effect.addFinalizer(() =>
       Effect.gen(function*() {
         // stop accepting; close() itself waits for open sockets, which the engine closes next
