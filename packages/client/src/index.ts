@@ -1,0 +1,6 @@
+/**
+ * @since 0.1.0
+ */
+export * as Errors from "./Errors.js"
+/** @since 0.1.0 */
+export * as WebSocketClient from "./WebSocketClient.js"
