@@ -144,8 +144,14 @@ export const connect = (
           accepted.protocol,
           accepted.extensionsHeader
         )
-        if (rest.length > 0) conn.onData(Buffer.from(rest))
-        socket.resume()
+        // Frames that came with the response are read on the next turn of the event loop,
+        // once the caller had the chance to start consuming: a Close among them is then
+        // answered after the messages before it, as on later reads.
+        setImmediate(() => {
+          if (conn.isTransportClosed) return
+          if (rest.length > 0) conn.onData(Buffer.from(rest))
+          socket.resume()
+        })
         return Effect.as(Effect.addFinalizer(() => shutdown(conn)), conn as WebSocketConnection)
       })
     )
