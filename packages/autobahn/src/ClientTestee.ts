@@ -13,21 +13,16 @@
 import { WebSocketClient } from "@effect-websocket/client"
 import type { ConnectionError } from "@effect-websocket/client/Errors"
 import { Effect, Option, Stream } from "effect"
+import { limits } from "./Testee.js"
 
 /**
- * The client options of every case connection.
+ * The client options of every case connection: the server testee's limits.
  *
  * @since 0.1.0
  * @category options
  */
 export const options: WebSocketClient.ConnectOptions = {
-  maxMessageSize: 64 * 1024 * 1024,
-  maxFragments: 1 << 20,
-  highWaterMark: 16 * 1024 * 1024,
-  maxBufferedBytes: 256 * 1024 * 1024,
-  inboxHighWaterMark: 64 * 1024 * 1024,
-  keepaliveInterval: 0,
-  closeTimeout: 3_000,
+  ...limits,
   handshakeTimeout: 30_000,
   perMessageDeflate: { clientNoContextTakeover: true, threshold: 0 }
 }
