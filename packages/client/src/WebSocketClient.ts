@@ -29,6 +29,8 @@ import type { ResponseInfo } from "./internal/connection.js"
 import { ClientConnection } from "./internal/connection.js"
 import type { ConnectOptions } from "./internal/options.js"
 import { parseTarget, resolveOptions } from "./internal/options.js"
+import type { Reconnecting, ReconnectOptions } from "./internal/reconnecting.js"
+import * as internalReconnecting from "./internal/reconnecting.js"
 import { open } from "./internal/transport.js"
 
 export type {
@@ -43,6 +45,14 @@ export type {
   /** @since 0.1.0 @category models */
   ResponseInfo
 } from "./internal/connection.js"
+export type {
+  /** @since 0.1.0 @category models */
+  Reconnecting,
+  /** @since 0.1.0 @category models */
+  ReconnectOptions,
+  /** @since 0.1.0 @category models */
+  ReconnectState
+} from "./internal/reconnecting.js"
 
 /**
  * An open client connection: the server handler's `WebSocket` handle (`messages`, `run`,
@@ -164,3 +174,29 @@ const shutdown = (conn: ClientConnection): Effect.Effect<void> =>
     conn.startClose(1000, "")
     return conn.transportClosedEffect
   })
+
+/**
+ * The default reconnection policy: exponential backoff from 100 ms with jitter, at most 30 s
+ * apart, forever, reset after a minute without a retry.
+ *
+ * @since 0.1.0
+ * @category reconnection
+ */
+export const defaultReconnectSchedule = internalReconnecting.defaultSchedule
+
+/**
+ * A logical connection kept across drops: connects (and reconnects, after a failed attempt
+ * or a drop, as `schedule` says), runs `onConnect` on every new connection, then sends what
+ * was buffered while disconnected (at most `bufferSize` messages; `send` fails with
+ * `BufferFullError` beyond), and delivers the messages of every connection on one Stream.
+ * `states` shows Connecting → Open → Disconnected → Connecting ... → Closed. When the
+ * Scope closes, the open connection is closed with 1000.
+ *
+ * @since 0.1.0
+ * @category reconnection
+ */
+export const reconnecting = <E = never, R = never>(
+  url: string | URL,
+  options: ReconnectOptions<WebSocketConnection, E, R> = {}
+): Effect.Effect<Reconnecting<WebSocketConnection>, never, Scope.Scope | R> =>
+  internalReconnecting.make(connect(url, options), options)
