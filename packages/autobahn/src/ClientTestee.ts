@@ -78,7 +78,8 @@ export const updateReports = (baseUrl: string, agent: string): Effect.Effect<voi
   )
 
 /**
- * The whole run: every case in order, then the reports. `onCase` hears of each case.
+ * The whole run: every case (in order, `parallelism` at a time), then the reports. `onCase`
+ * hears of each case.
  *
  * @since 0.1.0
  * @category running
@@ -86,14 +87,16 @@ export const updateReports = (baseUrl: string, agent: string): Effect.Effect<voi
 export const runAll = (
   baseUrl: string,
   agent: string,
-  onCase: (n: number, of: number) => void = () => {}
+  onCase: (n: number, of: number) => void = () => {},
+  parallelism = 1
 ): Effect.Effect<number, ConnectionError | Error> =>
   Effect.gen(function*() {
     const count = yield* caseCount(baseUrl)
-    for (let n = 1; n <= count; n++) {
-      onCase(n, count)
-      yield* runCase(baseUrl, n, agent)
-    }
+    yield* Effect.forEach(
+      Array.from({ length: count }, (_, i) => i + 1),
+      (n) => Effect.zipRight(Effect.sync(() => onCase(n, count)), runCase(baseUrl, n, agent)),
+      { concurrency: parallelism, discard: true }
+    )
     yield* updateReports(baseUrl, agent)
     return count
   })
