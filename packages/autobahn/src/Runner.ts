@@ -90,7 +90,7 @@ export interface RunnerOptions {
   readonly reportsDir: string
   /** The testee command (program and leading arguments); `--port 0 --host 127.0.0.1 [--tls ...]` are appended. */
   readonly testee: ReadonlyArray<string>
-  /** The client testee command; `--url ws://127.0.0.1:PORT` is appended. */
+  /** The client testee command; `--url ws://127.0.0.1:PORT --parallelism N` are appended. */
   readonly clientTestee: ReadonlyArray<string>
   readonly root: string
 }
@@ -145,7 +145,7 @@ Options:
   -i, --include <case|glob>   run only these cases (repeatable; default: all); the gate judges only them
   -x, --exclude <case|glob>   leave these out of this run (repeatable)
       --only ws|wss|client    one run only (client: the client against the fuzzing server)
-  -p, --parallelism <n>       cases kosoku runs at once (default ${DEFAULT_PARALLELISM})
+  -p, --parallelism <n>       cases run at once (kosoku's -p; the client testee's --parallelism) (default ${DEFAULT_PARALLELISM})
       --concurrent            run ws, wss and client at the same time${DEFAULT_CONCURRENT_TRANSPORTS ? " (default)" : ""}
       --sequential            run ws, then wss, then client${DEFAULT_CONCURRENT_TRANSPORTS ? "" : " (default)"}
       --timeout <minutes>     stop a transport's kosoku run after this long and fail (default ${DEFAULT_TIMEOUT_MINUTES})
@@ -482,7 +482,7 @@ const runClient = (
       )
       const [command, ...leading] = options.clientTestee
       log(`client: testee → ${url}`)
-      const testee = yield* Proc.run(command!, [...leading, "--url", url], {
+      const testee = yield* Proc.run(command!, [...leading, "--url", url, "--parallelism", String(options.parallelism)], {
         cwd: options.root,
         onLine: (line, stream) => console.log(`[client testee${stream === "stderr" ? " stderr" : ""}] ${line}`)
       })
@@ -511,7 +511,7 @@ const runClient = (
     }
     const code = Option.getOrNull(outcome)
     notes.push(
-      `kosoku ${Kosoku.KOSOKU_VERSION} -m fuzzingserver on 127.0.0.1, the client testee one case at a time: ${
+      `kosoku ${Kosoku.KOSOKU_VERSION} -m fuzzingserver on 127.0.0.1, the client testee ${options.parallelism} case(s) at a time: ${
         seconds.toFixed(1)
       } s, exit ${code}.`
     )
