@@ -352,6 +352,20 @@ describe("wss", () => {
       assert.instanceOf(wrong, TlsError)
     }))
 
+  it.scopedLive("a client certificate (mutual TLS): accepted when given, refused when missing", () =>
+    Effect.gen(function*() {
+      const server = yield* certificate()
+      const client = yield* certificate("client", { clientAuth: true })
+      const url = yield* ourServer({
+        tls: { ...server, ca: client.cert, requestCert: true, rejectUnauthorized: true }
+      })
+      const ws = yield* WebSocketClient.connect(url, { tls: { ca: server.cert, cert: client.cert, key: client.key } })
+      yield* ws.send("mutual")
+      assert.deepStrictEqual(yield* take(ws.messages, 1), ["mutual"])
+      const refused = yield* Effect.flip(WebSocketClient.connect(url, { tls: { ca: server.cert } }))
+      assert.instanceOf(refused, TlsError)
+    }))
+
   it.scopedLive("servername: a name the certificate does not hold is refused", () =>
     Effect.gen(function*() {
       const good = yield* certificate()

@@ -107,8 +107,11 @@ export const connectProxy = (
   )
 }
 
-/** A self-signed certificate for 127.0.0.1 / localhost, made now (selfsigned, P-256). */
-export const certificate = (name = "127.0.0.1"): Effect.Effect<{ cert: string; key: string }> =>
+/** A self-signed certificate for 127.0.0.1 / localhost, made now (selfsigned, P-256), for a server by default. */
+export const certificate = (
+  name = "127.0.0.1",
+  usage: { serverAuth?: boolean; clientAuth?: boolean } = { serverAuth: true }
+): Effect.Effect<{ cert: string; key: string }> =>
   Effect.promise(async () => {
     const selfsigned = await import("selfsigned")
     const now = new Date()
@@ -121,7 +124,7 @@ export const certificate = (name = "127.0.0.1"): Effect.Effect<{ cert: string; k
       extensions: [
         { name: "basicConstraints", cA: true },
         { name: "keyUsage", digitalSignature: true, keyCertSign: true },
-        { name: "extKeyUsage", serverAuth: true },
+        { name: "extKeyUsage", ...usage },
         { name: "subjectAltName", altNames: [{ type: 7, ip: "127.0.0.1" }, { type: 2, value: "localhost" }] }
       ]
     })

@@ -19,6 +19,8 @@ export interface Opened {
 
 const MAX_ERROR_BODY = 64 * 1024
 
+const isTlsAlert = (e: unknown): boolean => /^ERR_SSL_|^ERR_TLS_/.test(codeOf(e) ?? "")
+
 const codeOf = (e: unknown): string | undefined =>
   typeof e === "object" && e !== null && typeof (e as { code?: unknown }).code === "string"
     ? (e as { code: string }).code
@@ -127,7 +129,9 @@ export const open = (
 
     const startHttp = () => {
       const s = socket!
-      onError = connectFailure(target.hostname, target.port)
+      const tcpFailure = connectFailure(target.hostname, target.port)
+      // TLS 1.3 reports a refused client certificate as an alert after the handshake
+      onError = (e) => (isTlsAlert(e) ? fail(new TlsError({ code: codeOf(e), cause: e })) : tcpFailure(e))
       readHead(
         (response, rest) => {
           if (response.status === 101) {
