@@ -19,6 +19,7 @@ import { Worker } from "node:worker_threads"
 import type { FromMain, GeneratorConfig, ToMain } from "./loadgen.js"
 import { cpuSeconds, machineBusySeconds, processTree, treeCpuSeconds, treeRssBytes } from "./proc.js"
 import { type Machine, renderMarkdown, renderSvg, type Report, type RunResult, scenarioTables, summarize } from "./report.js"
+import { clients, clientScenarios, isClientScenario, runClientScenarios } from "./clients.js"
 import { type Scenario, scenarios as allScenarios } from "./scenarios.js"
 import { benchDir, defaultServers, repoRoot, type ServerSpec, servers as allServers } from "./servers.js"
 import {
@@ -91,6 +92,7 @@ if (args.list) {
   }
   console.log("scenarios:")
   for (const s of allScenarios) console.log(`  ${s.name.padEnd(20)} ${s.title}`)
+  for (const s of clientScenarios) console.log(`  ${s.name.padEnd(20)} ${s.title} (clients: ${clients.map((c) => c.name).join(", ")}; server: bun)`)
   process.exit(0)
 }
 
@@ -113,7 +115,15 @@ const skipped = requested.flatMap((s) => {
   return reason === undefined ? [] : [{ name: s.name, reason }]
 })
 const selectedServers = requested.filter((s) => s.unavailable?.() === undefined)
-const selectedScenarios = pickList(allScenarios, args.scenarios, "scenarios", allScenarios)
+// client-* scenarios (bench/src/clients.ts) compare clients against one server; the rest compare servers
+const scenarioNames = args.scenarios?.split(",").map((n) => n.trim()).filter((n) => n.length > 0)
+const clientScenarioNames = scenarioNames === undefined
+  ? clientScenarios.map((s) => s.name)
+  : scenarioNames.filter(isClientScenario)
+const serverScenarioNames = scenarioNames?.filter((n) => !isClientScenario(n))
+const selectedScenarios = serverScenarioNames !== undefined && serverScenarioNames.length === 0
+  ? []
+  : pickList(allScenarios, serverScenarioNames?.join(","), "scenarios", allScenarios)
 const runs = num(args.runs, quick ? 1 : 3)
 const warmupSec = num(args.warmup, quick ? 0.5 : 1)
 const measureSec = num(args.duration, quick ? 1.5 : 2)
@@ -638,6 +648,10 @@ const fmtRow = (r: RunResult) => {
 }
 
 const main = async () => {
+  if (selectedScenarios.length === 0) {
+    await runClientScenarios(clientScenarioNames, { runs, warmupSec, measureSec, write })
+    return
+  }
   if (selectedServers.length === 0) {
     console.error("no server to run" + (skipped.length > 0 ? `: ${skipped.map((s) => `${s.name} (${s.reason})`).join(", ")}` : ""))
     process.exit(2)
@@ -714,6 +728,7 @@ const main = async () => {
     copyFileSync(join(dir, "chart.svg"), join(benchDir, "chart.svg"))
     console.log(`wrote ${file}, bench/RESULTS.md, bench/results/chart.svg and bench/chart.svg`)
   }
+  if (clientScenarioNames.length > 0) await runClientScenarios(clientScenarioNames, { runs, warmupSec, measureSec, write })
 }
 
 main().then(

@@ -16,12 +16,13 @@ import { Data, Effect, Either, ParseResult, Schema } from "effect"
 import * as Cases from "./Cases.js"
 
 /**
- * The two transports the run covers.
+ * What a report covers: the server over ws:// or wss:// (kosoku as the fuzzing client), or
+ * the client (kosoku as the fuzzing server).
  *
  * @since 0.1.0
  * @category models
  */
-export type Transport = "ws" | "wss"
+export type Transport = "ws" | "wss" | "client"
 
 /**
  * The seed cases the summary always names, each on its transport.
@@ -34,7 +35,10 @@ export const SEED_CASES: ReadonlyArray<{ readonly transport: Transport; readonly
   { transport: "ws", id: "7.5.1" },
   { transport: "ws", id: "5.20" },
   { transport: "ws", id: "2.9" },
-  { transport: "wss", id: "7.1.1" }
+  { transport: "wss", id: "7.1.1" },
+  { transport: "client", id: "7.1.1" },
+  { transport: "client", id: "5.20" },
+  { transport: "client", id: "12.1.1" }
 ]
 
 /**
@@ -665,14 +669,14 @@ export const readReportIndex = (
   })
 
 /**
- * The transport a report directory holds, from its name (`.../ws`, `.../wss`).
+ * The transport a report directory holds, from its name (`.../ws`, `.../wss`, `.../client`).
  *
  * @since 0.1.0
  * @category reading
  */
 export const transportOfDirectory = (dir: string): Transport | undefined => {
   const base = dir.replace(/[\\/]+$/, "").split(/[\\/]/).pop()
-  return base === "ws" || base === "wss" ? base : undefined
+  return base === "ws" || base === "wss" || base === "client" ? base : undefined
 }
 
 /**

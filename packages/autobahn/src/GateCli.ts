@@ -32,7 +32,7 @@ and writes <reportDir>/SUMMARY.md. Every agent in each index must pass.
 Options:
   -i, --include <case|glob>   expect only these cases (repeatable; default: the whole suite)
   -x, --exclude <case|glob>   do not expect or judge these (repeatable)
-      --transport ws|wss      which seed cases to name (default: from the directory name ws/ or wss/)
+      --transport ws|wss|client  which seed cases to name (default: from the directory name ws/, wss/ or client/)
       --no-summary-file       do not write SUMMARY.md
   -h, --help                  this text
 
@@ -70,7 +70,7 @@ export const parseArgs = (argv: ReadonlyArray<string>): Either.Either<GateCliOpt
       }
       case "--transport": {
         const v = argv[++i]
-        if (v !== "ws" && v !== "wss") return Either.left("--transport takes ws or wss")
+        if (v !== "ws" && v !== "wss" && v !== "client") return Either.left("--transport takes ws, wss or client")
         transport = v
         break
       }

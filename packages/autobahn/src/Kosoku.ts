@@ -216,3 +216,70 @@ export const run = (
     Effect.map((r) => ({ code: r.code, signal: r.signal, args }))
   )
 }
+
+/**
+ * One kosoku run in fuzzingserver mode: it serves the cases to a client under test on
+ * `127.0.0.1:0` (loopback only; the port is chosen by the OS and announced on stderr),
+ * and ends once the client asked for `/updateReports`, after writing the reports.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ServerRunOptions {
+  readonly include: ReadonlyArray<string>
+  readonly exclude: ReadonlyArray<string>
+  readonly outDir: string
+  /** Called once with the `ws://127.0.0.1:PORT` the fuzzing server listens on. */
+  readonly onListening: (url: string) => void
+  readonly onLine?: ((line: string) => void) | undefined
+}
+
+/**
+ * The arguments given to kosoku's CLI in fuzzingserver mode.
+ *
+ * @since 0.1.0
+ * @category running
+ */
+export const serverCliArgs = (options: Pick<ServerRunOptions, "include" | "exclude" | "outDir">): Array<string> => [
+  "-m",
+  "fuzzingserver",
+  ...options.include.flatMap((p) => ["-i", p]),
+  ...options.exclude.flatMap((p) => ["-x", p]),
+  "-o",
+  options.outDir,
+  "127.0.0.1:0"
+]
+
+const LISTENING = /fuzzingserver listening on (ws:\/\/127\.0\.0\.1:\d+)/
+
+/**
+ * Runs kosoku as the fuzzing server until it ends by itself (the client finished) or is
+ * interrupted (SIGTERM). Its exit code is returned, not raised, as for {@link run}.
+ *
+ * @since 0.1.0
+ * @category running
+ */
+export const runServer = (
+  installation: Installation,
+  options: ServerRunOptions
+): Effect.Effect<
+  { readonly code: number | null; readonly signal: NodeJS.Signals | null; readonly args: ReadonlyArray<string> },
+  KosokuError
+> => {
+  const args = serverCliArgs(options)
+  let announced = false
+  return Proc.run(installation.python, ["-c", ENTRY, ...args], {
+    env: installation.env,
+    onLine: (line) => {
+      options.onLine?.(line)
+      const m = LISTENING.exec(line)
+      if (m !== null && !announced) {
+        announced = true
+        options.onListening(m[1]!)
+      }
+    }
+  }).pipe(
+    Effect.mapError(toKosokuError),
+    Effect.map((r) => ({ code: r.code, signal: r.signal, args }))
+  )
+}

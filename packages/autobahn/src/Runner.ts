@@ -14,7 +14,7 @@ import { mkdtemp, rm } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join, relative, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
-import { Effect, Either, Option } from "effect"
+import { Deferred, Effect, Either, Fiber, Option } from "effect"
 import type { Scope } from "effect"
 import { FileSystem, Path } from "@effect/platform"
 import * as Cases from "./Cases.js"
@@ -90,6 +90,8 @@ export interface RunnerOptions {
   readonly reportsDir: string
   /** The testee command (program and leading arguments); `--port 0 --host 127.0.0.1 [--tls ...]` are appended. */
   readonly testee: ReadonlyArray<string>
+  /** The client testee command; `--url ws://127.0.0.1:PORT --parallelism N` are appended. */
+  readonly clientTestee: ReadonlyArray<string>
   readonly root: string
 }
 
@@ -110,6 +112,21 @@ export const defaultTestee = (root: string): ReadonlyArray<string> => [
   join(root, "packages/autobahn/src/bin/testee.ts")
 ]
 
+/**
+ * The client testee command: `src/bin/client-testee.ts` under tsx with the `source`
+ * condition; it drives kosoku's fuzzing server with `WebSocketClient`.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const defaultClientTestee = (root: string): ReadonlyArray<string> => [
+  process.execPath,
+  "--conditions=source",
+  "--import",
+  "tsx",
+  join(root, "packages/autobahn/src/bin/client-testee.ts")
+]
+
 const splitCommand = (command: string): Array<string> => command.trim().split(/\s+/).filter((s) => s.length > 0)
 
 /**
@@ -121,15 +138,16 @@ const splitCommand = (command: string): Array<string> => command.trim().split(/\
 export const USAGE = `Usage: pnpm autobahn [options]
 
 Runs every Autobahn case, 1.* to 13.* (kosoku ${Kosoku.KOSOKU_VERSION}, ${Cases.suite.cases.length} cases), against the echo
-testee over ws:// and wss://, writes reports/autobahn/{ws,wss}/ and gates them. Exclusions: none.
+testee over ws:// and wss://, and with kosoku as the fuzzing server against the client testee, writes
+reports/autobahn/{ws,wss,client}/ and gates them. Exclusions: none.
 
 Options:
   -i, --include <case|glob>   run only these cases (repeatable; default: all); the gate judges only them
   -x, --exclude <case|glob>   leave these out of this run (repeatable)
-      --only ws|wss           one transport only
-  -p, --parallelism <n>       cases kosoku runs at once (default ${DEFAULT_PARALLELISM})
-      --concurrent            run ws and wss at the same time${DEFAULT_CONCURRENT_TRANSPORTS ? " (default)" : ""}
-      --sequential            run ws, then wss${DEFAULT_CONCURRENT_TRANSPORTS ? "" : " (default)"}
+      --only ws|wss|client    one run only (client: the client against the fuzzing server)
+  -p, --parallelism <n>       cases run at once (kosoku's -p; the client testee's --parallelism) (default ${DEFAULT_PARALLELISM})
+      --concurrent            run ws and wss at the same time, then the client${DEFAULT_CONCURRENT_TRANSPORTS ? " (default)" : ""}
+      --sequential            run ws, then wss, then client${DEFAULT_CONCURRENT_TRANSPORTS ? "" : " (default)"}
       --timeout <minutes>     stop a transport's kosoku run after this long and fail (default ${DEFAULT_TIMEOUT_MINUTES})
       --reports <dir>         report root (default reports/autobahn)
       --testee "<command>"    testee command (or AUTOBAHN_TESTEE); --port/--host/--tls are appended
@@ -151,7 +169,7 @@ export const parseArgs = (
 ): Either.Either<RunnerOptions, string> => {
   const include: Array<string> = []
   const exclude: Array<string> = []
-  let transports: Array<Gate.Transport> = ["ws", "wss"]
+  let transports: Array<Gate.Transport> = ["ws", "wss", "client"]
   let parallelism = DEFAULT_PARALLELISM
   let concurrentTransports = DEFAULT_CONCURRENT_TRANSPORTS
   let timeoutMinutes = DEFAULT_TIMEOUT_MINUTES
@@ -185,7 +203,7 @@ export const parseArgs = (
       }
       case "--only": {
         const v = value()
-        if (v !== "ws" && v !== "wss") return Either.left("--only takes ws or wss")
+        if (v !== "ws" && v !== "wss" && v !== "client") return Either.left("--only takes ws, wss or client")
         transports = [v]
         break
       }
@@ -233,6 +251,7 @@ export const parseArgs = (
     timeoutMinutes,
     reportsDir,
     testee,
+    clientTestee: env["AUTOBAHN_CLIENT_TESTEE"] ? splitCommand(env["AUTOBAHN_CLIENT_TESTEE"]) : defaultClientTestee(root),
     root
   })
 }
@@ -428,6 +447,85 @@ const runTransport = (
     }
   })
 
+/**
+ * The client run: kosoku as the fuzzing server on 127.0.0.1 (port chosen by the OS), the
+ * client testee pointed at it; kosoku writes `reports/autobahn/client/` and exits once the
+ * testee asked for the reports. A testee that fails stops kosoku (then the reports are
+ * missing and the gate fails); both together are bounded by `--timeout`.
+ */
+const runClient = (
+  options: RunnerOptions,
+  kosoku: Kosoku.Installation
+): Effect.Effect<TransportRun, Proc.ProcessError | Kosoku.KosokuError> =>
+  Effect.gen(function*() {
+    const outDir = join(options.reportsDir, "client")
+    yield* Effect.promise(() => rm(outDir, { recursive: true, force: true }))
+    const notes: Array<string> = []
+    const problems: Array<string> = []
+    const listening = yield* Deferred.make<string>()
+    const start = performance.now()
+    const serverOptions = { include: options.include, exclude: options.exclude, outDir: display(options.root, outDir) }
+    log(`client: kosoku ${Kosoku.serverCliArgs(serverOptions).join(" ")}`)
+    const server = yield* Effect.fork(
+      Kosoku.runServer(kosoku, {
+        ...serverOptions,
+        outDir,
+        onListening: (url) => Deferred.unsafeDone(listening, Effect.succeed(url)),
+        onLine: (line) => console.log(`[client kosoku] ${line}`)
+      })
+    )
+    const exchange = Effect.gen(function*() {
+      const url = yield* Effect.raceFirst(
+        Deferred.await(listening),
+        Effect.flatMap(Fiber.join(server), (r) =>
+          Effect.fail(new Kosoku.KosokuError({ detail: `the fuzzing server ended before listening (exit ${r.code})` })))
+      )
+      const [command, ...leading] = options.clientTestee
+      log(`client: testee → ${url}`)
+      const testee = yield* Proc.run(command!, [...leading, "--url", url, "--parallelism", String(options.parallelism)], {
+        cwd: options.root,
+        onLine: (line, stream) => console.log(`[client testee${stream === "stderr" ? " stderr" : ""}] ${line}`)
+      })
+      if (testee.code !== 0) {
+        problems.push(`client: the client testee exited with ${testee.code ?? testee.signal}`)
+        yield* Fiber.interrupt(server)
+        return null
+      }
+      // kosoku writes its reports after /updateReports and exits by itself
+      const result = yield* Fiber.join(server).pipe(Effect.timeout(120_000), Effect.option)
+      if (Option.isNone(result)) {
+        problems.push("client: the fuzzing server did not exit within 120 s of the last case")
+        yield* Fiber.interrupt(server)
+        return null
+      }
+      if (result.value.code !== 0 && result.value.code !== 1) {
+        problems.push(`client: kosoku ended abnormally (${result.value.code ?? result.value.signal})`)
+      }
+      return result.value.code
+    })
+    const outcome = yield* exchange.pipe(Effect.timeout(options.timeoutMinutes * 60_000), Effect.option)
+    const seconds = (performance.now() - start) / 1000
+    if (Option.isNone(outcome)) {
+      yield* Fiber.interrupt(server)
+      problems.push(`client: the run did not finish within ${options.timeoutMinutes} min (--timeout) and was stopped`)
+    }
+    const code = Option.getOrNull(outcome)
+    notes.push(
+      `kosoku ${Kosoku.KOSOKU_VERSION} -m fuzzingserver on 127.0.0.1, the client testee ${options.parallelism} case(s) at a time: ${
+        seconds.toFixed(1)
+      } s, exit ${code}.`
+    )
+    return {
+      transport: "client" as const,
+      outDir,
+      kosokuExit: code,
+      kosokuSeconds: seconds,
+      testee: undefined,
+      notes,
+      problems
+    }
+  })
+
 const tempDirectory: Effect.Effect<string, never, Scope.Scope> = Effect.acquireRelease(
   Effect.promise(() => mkdtemp(join(tmpdir(), "autobahn-cert-"))),
   (dir) => Effect.promise(() => rm(dir, { recursive: true, force: true }))
@@ -468,11 +566,14 @@ export const run = (
       })
       log(`wss certificate for 127.0.0.1/localhost made with ${certificate.backend}`)
     }
-    const runs = yield* Effect.forEach(
-      options.transports,
+    // The server transports run together (or in turn); the client run follows them, so that it never takes the
+    // cores the server runs' 12.*/13.* cases are timed on (a third run at once was not measured).
+    const runs: Array<TransportRun> = [...yield* Effect.forEach(
+      options.transports.filter((t) => t !== "client"),
       (transport) => runTransport(options, transport, kosoku, certificate),
       { concurrency: options.concurrentTransports ? "unbounded" : 1 }
-    )
+    )]
+    if (options.transports.includes("client")) runs.push(yield* runClient(options, kosoku))
     const reports: Array<Gate.GateReport> = []
     for (const r of runs) {
       const report = yield* Gate.gateDirectory(r.outDir, {

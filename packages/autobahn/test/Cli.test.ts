@@ -17,9 +17,9 @@ const left = <A>(e: Either.Either<A, string>): string => {
 }
 
 describe("pnpm autobahn arguments", () => {
-  it("defaults: both transports, the whole suite, the measured parallelism, the package testee", () => {
+  it("defaults: both transports and the client run, the whole suite, the measured parallelism, the package testees", () => {
     const o = ok(Runner.parseArgs([], {}, "/repo"))
-    assert.deepStrictEqual(o.transports, ["ws", "wss"])
+    assert.deepStrictEqual(o.transports, ["ws", "wss", "client"])
     assert.strictEqual(o.parallelism, Runner.DEFAULT_PARALLELISM)
     assert.strictEqual(o.concurrentTransports, Runner.DEFAULT_CONCURRENT_TRANSPORTS)
     assert.strictEqual(o.timeoutMinutes, Runner.DEFAULT_TIMEOUT_MINUTES)
@@ -27,6 +27,13 @@ describe("pnpm autobahn arguments", () => {
     assert.strictEqual(Cases.expectedCases(Runner.selectionOf(o)).length, 517)
     assert.strictEqual(o.reportsDir, "/repo/reports/autobahn")
     assert.deepStrictEqual(o.testee.slice(1), ["--conditions=source", "--import", "tsx", "/repo/packages/autobahn/src/bin/testee.ts"])
+    assert.deepStrictEqual(o.clientTestee.slice(1), [
+      "--conditions=source",
+      "--import",
+      "tsx",
+      "/repo/packages/autobahn/src/bin/client-testee.ts"
+    ])
+    assert.deepStrictEqual(ok(Runner.parseArgs(["--only", "client"], {}, "/repo")).transports, ["client"])
   })
 
   it("reads repeatable -i/-x, --only, -p, --concurrent/--sequential and --timeout", () => {
@@ -52,7 +59,7 @@ describe("pnpm autobahn arguments", () => {
   })
 
   it("rejects bad values, and the retired --with-compression switch", () => {
-    assert.include(left(Runner.parseArgs(["--only", "http"])), "ws or wss")
+    assert.include(left(Runner.parseArgs(["--only", "http"])), "ws, wss or client")
     assert.include(left(Runner.parseArgs(["-p", "0"])), "integer")
     assert.include(left(Runner.parseArgs(["--timeout", "0"])), "minutes")
     assert.include(left(Runner.parseArgs(["-i"])), "needs")
@@ -68,8 +75,8 @@ describe("pnpm autobahn arguments", () => {
 
   it("counts every case it should have judged as failed when the run could not complete", () => {
     const whole = Runner.abortedTally(ok(Runner.parseArgs([], {}, "/repo")))
-    assert.deepStrictEqual(whole, { passed: 0, failed: 2 * 517, skipped: 0 })
-    assert.strictEqual(Gate.tallyLine(whole), "autobahn: 0 passed, 1034 failed")
+    assert.deepStrictEqual(whole, { passed: 0, failed: 3 * 517, skipped: 0 })
+    assert.strictEqual(Gate.tallyLine(whole), "autobahn: 0 passed, 1551 failed")
     const narrow = Runner.abortedTally(ok(Runner.parseArgs(["--only", "ws", "-i", "7.*"], {}, "/repo")))
     assert.strictEqual(Gate.tallyLine(narrow), "autobahn: 0 passed, 37 failed, 480 skipped")
   })

@@ -227,6 +227,8 @@ describe("summary", () => {
     assert.isTrue(ws.seeds.every((s) => s.passed))
     const wss = only(gate(passingIndex(), { transport: "wss" }))
     assert.deepStrictEqual(wss.seeds.map((s) => `${s.id} ${s.transport}`), ["7.1.1 wss"])
+    const client = only(gate(passingIndex(), { transport: "client" }))
+    assert.deepStrictEqual(client.seeds.map((s) => `${s.id} ${s.transport}`), ["7.1.1 client", "5.20 client", "12.1.1 client"])
     const missing = only(gate(fixtureIndex("missing-case"), { transport: "ws" }))
     const seed = missing.seeds.find((s) => s.id === "5.20")!
     assert.isUndefined(seed.entry)
@@ -311,5 +313,6 @@ describe("report directories", () => {
       assert.isTrue(report.passed)
       assert.strictEqual(Gate.transportOfDirectory(join(FIXTURES, "wstest")), undefined)
       assert.strictEqual(Gate.transportOfDirectory("reports/autobahn/ws/"), "ws")
+      assert.strictEqual(Gate.transportOfDirectory("reports/autobahn/client"), "client")
     }).pipe(Effect.provide(NodeContext.layer)))
 })

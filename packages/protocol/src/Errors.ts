@@ -165,3 +165,26 @@ export class InvalidSendError extends Data.TaggedError("InvalidSendError")<{
     return `invalid send: ${this.reason}`
   }
 }
+
+/**
+ * Why a client refuses the server's answer to its upgrade request (RFC 6455 §4.1, §4.2.2;
+ * RFC 7692 §5 for extensions).
+ *
+ * - `Malformed`: the response head is not valid HTTP/1.1.
+ * - `TooLarge`: the response head is over the size or header-count limit.
+ * - `Upgrade`: `Upgrade: websocket` or `Connection: Upgrade` missing.
+ * - `Accept`: `Sec-WebSocket-Accept` missing or not the value for our key.
+ * - `Protocol`: a subprotocol we did not offer, or more than one.
+ * - `Extensions`: an extension we did not offer, or parameters RFC 7692 does not allow.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class HandshakeResponseError extends Data.TaggedError("HandshakeResponseError")<{
+  readonly reason: "Malformed" | "TooLarge" | "Upgrade" | "Accept" | "Protocol" | "Extensions"
+  readonly detail: string
+}> {
+  override get message(): string {
+    return `invalid handshake response (${this.reason}): ${this.detail}`
+  }
+}

@@ -85,6 +85,31 @@ export {
   extendedConnectResponse
 } from "./internal/handshake.js"
 
+/**
+ * The client side (RFC 6455 §4.1): {@link generateKey}, {@link upgradeRequest}, a
+ * {@link ResponseParser} for the answer, and {@link validateResponse} for a 101.
+ *
+ * @since 0.1.0
+ */
+export {
+  /** @since 0.1.0 @category constructors */
+  generateKey,
+  /** @since 0.1.0 @category parsing */
+  ResponseParser,
+  /** @since 0.1.0 @category constructors */
+  upgradeRequest,
+  /** @since 0.1.0 @category validation */
+  validateResponse
+} from "./internal/clientHandshake.js"
+export type {
+  AcceptedUpgrade,
+  ClientOffer,
+  RawResponse,
+  ResponseComplete,
+  ResponseParserLimits,
+  UpgradeRequestOptions
+} from "./internal/clientHandshake.js"
+
 export type {
   AcceptOptions,
   ExtendedConnectAcceptOptions,

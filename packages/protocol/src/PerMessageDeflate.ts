@@ -18,7 +18,7 @@
  *
  * @since 0.1.0
  */
-import { InternalError } from "./Errors.js"
+import { HandshakeResponseError, InternalError } from "./Errors.js"
 import type { InvalidPayloadError, MessageTooBigError } from "./Errors.js"
 import * as internal from "./internal/deflate.js"
 import type { ExtensionOffer, ExtensionParam } from "./internal/extensions.js"
@@ -329,6 +329,72 @@ export const negotiate = (
     }
   }
   return undefined
+}
+
+// ---------------------------------------------------------------------------------------
+// Client side of the negotiation (RFC 7692 §5, §7.1)
+// ---------------------------------------------------------------------------------------
+
+/**
+ * The client's `Sec-WebSocket-Extensions` offer for these options, read from the client's
+ * side: `serverNoContextTakeover` asks the server to reset its compressor after each
+ * message, `clientNoContextTakeover` announces that we will, `serverMaxWindowBits` below 15
+ * asks the server for a smaller window, and `client_max_window_bits` is always offered (with
+ * `clientMaxWindowBits` as its value when below 15) so that the server may ask us for a
+ * smaller window. `undefined` when `enabled` is false.
+ *
+ * @since 0.1.0
+ * @category negotiation
+ */
+export const clientOffer = (options: PerMessageDeflateOptions = {}): string | undefined => {
+  const o = resolveOptions(options)
+  if (!o.enabled) return undefined
+  let offer = EXTENSION_NAME
+  if (o.serverNoContextTakeover) offer += "; server_no_context_takeover"
+  if (o.clientNoContextTakeover) offer += "; client_no_context_takeover"
+  if (o.serverMaxWindowBits < 15) offer += `; server_max_window_bits=${o.serverMaxWindowBits}`
+  offer += o.clientMaxWindowBits < 15 ? `; client_max_window_bits=${o.clientMaxWindowBits}` : "; client_max_window_bits"
+  return offer
+}
+
+/**
+ * Client side of RFC 7692 §7.1: checks the server's answer to {@link clientOffer} with the
+ * same options, and returns the parameters both sides now use, or why the client must fail
+ * the connection (RFC 7692 §7.1: a response it cannot accept). Refused: an unknown or
+ * repeated parameter, a value where none is allowed or none where one is required, a window
+ * outside 8..15, no `server_no_context_takeover` when we asked for it, a
+ * `server_max_window_bits` above what we asked for, and a `client_max_window_bits` above
+ * what we offered. The windows agreed are the server's value (15 when absent) and the
+ * smaller of the server's value and our configured one.
+ *
+ * @since 0.1.0
+ * @category negotiation
+ */
+export const acceptResponse = (
+  response: ExtensionOffer,
+  options: PerMessageDeflateOptions = {}
+): PerMessageDeflateParams | HandshakeResponseError => {
+  const o = resolveOptions(options)
+  const refuse = (detail: string) => new HandshakeResponseError({ reason: "Extensions", detail })
+  if (response.name !== EXTENSION_NAME) return refuse(`${response.name} is not ${EXTENSION_NAME}`)
+  const p = parseOffer(response.params)
+  if (p === undefined) return refuse("permessage-deflate response with invalid parameters")
+  if (p.clientMaxWindowBits === 0) return refuse("client_max_window_bits without a value in a response")
+  if (o.serverNoContextTakeover && !p.serverNoContextTakeover) {
+    return refuse("the server did not agree to server_no_context_takeover")
+  }
+  if (p.serverMaxWindowBits !== undefined && o.serverMaxWindowBits < 15 && p.serverMaxWindowBits > o.serverMaxWindowBits) {
+    return refuse("server_max_window_bits above the one offered")
+  }
+  if (p.clientMaxWindowBits !== undefined && p.clientMaxWindowBits > o.clientMaxWindowBits) {
+    return refuse("client_max_window_bits above the one offered")
+  }
+  return {
+    serverNoContextTakeover: p.serverNoContextTakeover,
+    clientNoContextTakeover: p.clientNoContextTakeover || o.clientNoContextTakeover,
+    serverMaxWindowBits: p.serverMaxWindowBits ?? 15,
+    clientMaxWindowBits: Math.min(p.clientMaxWindowBits ?? 15, o.clientMaxWindowBits)
+  }
 }
 
 // ---------------------------------------------------------------------------------------
