@@ -5,7 +5,6 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Exit, Scope, Stream } from "effect"
-import type { Duration } from "effect"
 import * as tls from "node:tls"
 import * as zlib from "node:zlib"
 import type { CloseInfo, WebSocket as Ws } from "../src/WebSocket.js"
@@ -24,16 +23,13 @@ import {
   rawSocket,
   recorder,
   recordSocket,
-  upgradeRequest
+  upgradeRequest,
+  within
 } from "./utils.js"
 
 type Options = Partial<WebSocketServer.Options<undefined, never, never>>
 
 const echo = (ws: Ws<unknown>) => Stream.runForEach(ws.messages, (m) => ws.send(m))
-
-/** Fails with `what` instead of hanging when `effect` takes longer than `duration`. */
-const within = <A, E, R>(duration: Duration.DurationInput, what: string) => (effect: Effect.Effect<A, E, R>) =>
-  Effect.timeoutFail(effect, { duration, onTimeout: () => new Error(`timed out: ${what}`) })
 
 /** A server whose handler invocations and `closed` outcomes are recorded. */
 const instrumented = (options: Options = {}, handler: (ws: Ws<unknown>) => Effect.Effect<unknown, unknown> = echo) =>

@@ -1,11 +1,19 @@
 import { Effect } from "effect"
-import type { Scope } from "effect"
+import type { Duration, Scope } from "effect"
 import { execFileSync } from "node:child_process"
 import { mkdtempSync, readFileSync, rmSync } from "node:fs"
 import * as net from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import WebSocket from "ws"
+
+/**
+ * Waits for `effect` at most `duration`, then fails naming what it was waiting for: a regression
+ * shows up as "timed out after 5 seconds: <what>", not as the test runner's 30 s timeout.
+ */
+export const within = (duration: Duration.DurationInput, what: string) =>
+<A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | Error, R> =>
+  Effect.timeoutFail(effect, { duration, onTimeout: () => new Error(`timed out after ${String(duration)}: ${what}`) })
 
 /** A `ws` client (an independent implementation), closed with the scope. */
 export const connect = (
