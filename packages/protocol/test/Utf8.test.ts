@@ -2,7 +2,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { FastCheck } from "effect"
 import { applyMask } from "../src/Frame.js"
 import { unmaskInto } from "../src/internal/mask.js"
-import { Utf8Validator } from "../src/Utf8.js"
+import { isValidUtf8, Utf8Validator } from "../src/Utf8.js"
 import { runs, splitAt } from "./helpers.js"
 
 const fatal = new TextDecoder("utf-8", { fatal: true })
@@ -116,6 +116,22 @@ describe("RFC 3629 UTF-8 validation (RFC 6455 §8.1)", () => {
     }
   })
 
+  it("reset forgets a code point left open and the range its next byte needed", () => {
+    const v = new Utf8Validator()
+    // ED opens a 3-byte code point whose next byte must be 80..9F
+    assert.isTrue(v.validate(Buffer.from("ed", "hex"), 0, 1))
+    assert.isFalse(v.complete)
+    v.reset()
+    assert.isTrue(v.complete)
+    assert.isTrue(v.validate(Buffer.from("61", "hex"), 0, 1))
+    v.reset()
+    // after F4 the next byte must be 80..8F; after reset a fresh E1 takes any continuation
+    assert.isTrue(v.validate(Buffer.from("f4", "hex"), 0, 1))
+    v.reset()
+    assert.isTrue(v.validate(Buffer.from("e1bfbf", "hex"), 0, 3))
+    assert.isTrue(v.complete)
+  })
+
   it("fails at the first impossible byte, before the code point is complete", () => {
     const v = new Utf8Validator()
     assert.isTrue(v.validate(Buffer.from("f4", "hex"), 0, 1))
@@ -157,6 +173,15 @@ describe("RFC 3629 UTF-8 validation (RFC 6455 §8.1)", () => {
       { fastCheck: { numRuns: runs(300) } }
     )
   }
+
+  it.prop(
+    "isValidUtf8 (one shot) agrees with TextDecoder(fatal)",
+    [utf8ish],
+    ([bytes]) => {
+      assert.strictEqual(isValidUtf8(bytes), reference(bytes))
+    },
+    { fastCheck: { numRuns: runs(1000) } }
+  )
 
   it.prop(
     "long valid runs take the native path and agree too",
