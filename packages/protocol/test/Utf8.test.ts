@@ -175,6 +175,18 @@ describe("RFC 3629 UTF-8 validation (RFC 6455 §8.1)", () => {
   }
 
   it.prop(
+    "validate(bytes, start, end) reads only its window: bytes around it change nothing",
+    [utf8ish, FastCheck.oneof(utf8ish, FastCheck.uint8Array({ maxLength: 3 })), utf8ish],
+    ([before, window, after]) => {
+      const alone = new Utf8Validator().validate(window, 0, window.length)
+      const all = Uint8Array.from([...before, ...window, ...after])
+      const inPlace = new Utf8Validator().validate(all, before.length, before.length + window.length)
+      assert.strictEqual(inPlace, alone)
+    },
+    { fastCheck: { numRuns: runs(3000) } }
+  )
+
+  it.prop(
     "isValidUtf8 (one shot) agrees with TextDecoder(fatal)",
     [utf8ish],
     ([bytes]) => {
