@@ -16,9 +16,10 @@ for (let i = 0; i < args.length; i++) {
 }
 if (packages.length === 0) packages.push("protocol", "server")
 
-/** Source files of `pkg` that differ from `base` (committed or not). */
+/** Source files of `pkg` this branch changed since it left `base` (committed or not). */
 const changedFiles = (pkg, base) => {
-  const out = execFileSync("git", ["diff", "--name-only", base, "--", `packages/${pkg}/src`], { encoding: "utf8" })
+  const since = execFileSync("git", ["merge-base", base, "HEAD"], { encoding: "utf8" }).trim()
+  const out = execFileSync("git", ["diff", "--name-only", since, "--", `packages/${pkg}/src`], { encoding: "utf8" })
   return out.split("\n").filter((f) => f.endsWith(".ts") && existsSync(f))
 }
 
