@@ -86,7 +86,7 @@ const measure = async (form: Form, size: number, batch: number, total: number): 
     extensions: undefined,
     deflate: undefined,
     data: undefined,
-    owner: { released: () => {} }
+    owner: { transportClosed: () => {}, released: () => {} }
   }, new Uint8Array(0))
   const fiber = Effect.runFork(ws.lifetime(handlers[form], false))
   const frame = maskedFrame(Buffer.alloc(size, 0x61))

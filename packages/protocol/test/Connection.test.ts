@@ -2,7 +2,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { FastCheck } from "effect"
 import { Connection } from "../src/Connection.js"
 import { Opcode } from "../src/Frame.js"
-import { closePayload, frame, hex, plain, run, splitAt } from "./helpers.js"
+import { closePayload, frame, hex, plain, run, runs, splitAt } from "./helpers.js"
 
 const codeOf = (r: ReturnType<typeof run>) => r.connection.failure?.closeCode
 
@@ -415,7 +415,7 @@ describe("properties", () => {
       )
       assert.deepStrictEqual(plain(whole.events), expected)
     },
-    { fastCheck: { numRuns: 1000 } }
+    { fastCheck: { numRuns: runs(1000) } }
   )
 
   it.prop(
@@ -443,7 +443,7 @@ describe("properties", () => {
       )
       assert.deepStrictEqual(plain(split.events), expected)
     },
-    { fastCheck: { numRuns: 150 } }
+    { fastCheck: { numRuns: runs(150) } }
   )
 
   it("invalid UTF-8 in a later read of a text message fails with 1007", () => {
@@ -465,7 +465,7 @@ describe("properties", () => {
       const ones = Array.from(bytes, (b) => Uint8Array.of(b))
       assert.deepStrictEqual(plain(run(ones).events), plain(run([bytes]).events))
     },
-    { fastCheck: { numRuns: 1000 } }
+    { fastCheck: { numRuns: runs(1000) } }
   )
 
   it.prop(
@@ -484,7 +484,7 @@ describe("properties", () => {
       )
       assert.deepStrictEqual(plain(r.events), expected)
     },
-    { fastCheck: { numRuns: 1000 } }
+    { fastCheck: { numRuns: runs(1000) } }
   )
 
   it.prop(
@@ -499,6 +499,6 @@ describe("properties", () => {
       }
       c.dataToSend()
     },
-    { fastCheck: { numRuns: 2000 } }
+    { fastCheck: { numRuns: runs(2000) } }
   )
 })

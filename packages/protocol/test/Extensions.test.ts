@@ -2,6 +2,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { FastCheck as fc } from "effect"
 import { HandshakeError } from "../src/Errors.js"
 import * as Extensions from "../src/Extensions.js"
+import { runs } from "./helpers.js"
 
 const offers = (value: string): ReadonlyArray<Extensions.ExtensionOffer> => {
   const result = Extensions.parseExtensions(value)
@@ -135,31 +136,49 @@ describe("RFC 6455 §9.1: Sec-WebSocket-Extensions grammar", () => {
     assert.strictEqual(({} as Record<string, unknown>)["constructor"], Object)
   })
 
-  describe("linear time on adversarial input (results asserted, not timing)", () => {
-    it("100 KB of spaces", () => {
-      assert.deepStrictEqual(offers(" ".repeat(100_000)), [])
-    })
-    it("100 KB of commas", () => {
-      assert.deepStrictEqual(offers(",".repeat(100_000)), [])
-    })
-    it("an unclosed quoted string of 100 KB", () => {
-      assertBadRequest(Extensions.parseExtensions("foo; a=\"" + "x".repeat(100_000)))
-    })
-    it("an unclosed quoted string of 50,000 escapes", () => {
-      assertBadRequest(Extensions.parseExtensions("foo; a=\"" + "\\x".repeat(50_000)))
-    })
-    it("a closed quoted string of 50,000 escapes", () => {
-      const result = offers("foo; a=\"" + "\\x".repeat(50_000) + "\"")
-      assert.strictEqual(result[0].params[0].value, "x".repeat(50_000))
-    })
-    it("20,000 offers and 20,000 parameters", () => {
-      assert.strictEqual(offers("a, ".repeat(20_000)).length, 20_000)
-      assert.strictEqual(offers("a" + "; b".repeat(20_000))[0].params.length, 20_000)
-    })
-    it("many spaces before a bad character", () => {
-      assertBadRequest(Extensions.parseExtensions("foo;" + " ".repeat(100_000) + "@"))
-      assertBadRequest(Extensions.parseExtensions("foo; a =" + " \t".repeat(50_000)))
-    })
+  /**
+   * The parser reads its input with `charCodeAt` only (and `slice` for results): a String
+   * object that counts those reads measures its work without a clock.
+   */
+  class CountingString extends String {
+    reads = 0
+    override charCodeAt(index: number): number {
+      this.reads++
+      return super.charCodeAt(index)
+    }
+  }
+  const parseCounting = (value: string) => {
+    const input = new CountingString(value)
+    const result = Extensions.parseExtensions(input as unknown as string)
+    return { result, reads: input.reads }
+  }
+
+  describe("linear time on adversarial input: reads per input character, counted", () => {
+    const families: Array<[string, (n: number) => string, (result: unknown, n: number) => void]> = [
+      ["spaces", (n) => " ".repeat(n), (r) => assert.deepStrictEqual(r, [])],
+      ["commas", (n) => ",".repeat(n), (r) => assert.deepStrictEqual(r, [])],
+      ["an unclosed quoted string", (n) => "foo; a=\"" + "x".repeat(n), assertBadRequest],
+      ["an unclosed quoted string of escapes", (n) => "foo; a=\"" + "\\x".repeat(n / 2), assertBadRequest],
+      ["a closed quoted string of escapes", (n) => "foo; a=\"" + "\\x".repeat(n / 2) + "\"", (r, n) =>
+        assert.strictEqual((r as ReadonlyArray<Extensions.ExtensionOffer>)[0]!.params[0]!.value, "x".repeat(n / 2))],
+      ["many offers", (n) => "a, ".repeat(n / 3), (r, n) => assert.strictEqual((r as Array<unknown>).length, n / 3)],
+      ["many parameters", (n) => "a" + "; b".repeat(n / 3), (r, n) =>
+        assert.strictEqual((r as ReadonlyArray<Extensions.ExtensionOffer>)[0]!.params.length, n / 3)],
+      ["spaces before a bad character", (n) => "foo;" + " ".repeat(n) + "@", assertBadRequest],
+      ["spaces and tabs after '='", (n) => "foo; a =" + " \t".repeat(n / 2), assertBadRequest]
+    ]
+    for (const [name, make, check] of families) {
+      it(`${name}: at most 3 reads per character, and twice the input is twice the work`, () => {
+        const n = 3_000
+        const small = parseCounting(make(n))
+        const large = parseCounting(make(2 * n))
+        check(small.result, n)
+        check(large.result, 2 * n)
+        assert.isAtLeast(small.reads, make(n).length / 2, "the parser reads through charCodeAt")
+        assert.isAtMost(small.reads, 3 * make(n).length, `${small.reads} reads`)
+        assert.isAtMost(large.reads, 2.2 * small.reads + 100, `${small.reads} then ${large.reads} reads`)
+      })
+    }
   })
 })
 
@@ -195,7 +214,7 @@ describe("formatExtension", () => {
     ([list]) => {
       assert.deepStrictEqual(offers(list.map(Extensions.formatExtension).join(", ")), list)
     },
-    { fastCheck: { numRuns: 1000 } }
+    { fastCheck: { numRuns: runs(1000) } }
   )
 })
 
@@ -243,11 +262,11 @@ describe("properties: the parsers never throw", () => {
       // whatever parsed re-formats and re-parses to the same offers
       assert.deepStrictEqual(offers(result.map(Extensions.formatExtension).join(", ")), result)
     }
-  }, { fastCheck: { numRuns: 1000 } })
+  }, { fastCheck: { numRuns: runs(1000) } })
 
   it.prop("parseProtocols returns tokens or a 400 for any string", [anyString], ([value]) => {
     const result = Extensions.parseProtocols(value)
     check(result)
     if (!(result instanceof HandshakeError)) assert.strictEqual(protocols(result.join(",")).join(","), result.join(","))
-  }, { fastCheck: { numRuns: 1000 } })
+  }, { fastCheck: { numRuns: runs(1000) } })
 })

@@ -5,6 +5,7 @@ import type { AddressInfo } from "node:net"
 import WebSocket from "ws"
 import { HandshakeError } from "../src/Errors.js"
 import * as Handshake from "../src/Handshake.js"
+import { runs } from "./helpers.js"
 
 // ---------------------------------------------------------------------------
 // helpers
@@ -333,19 +334,50 @@ describe("RFC 7230 §3: RequestParser", () => {
   })
 
   describe("linear time", () => {
-    it("parses a 16 KiB head fed one byte at a time", () => {
-      const value = "v".repeat(16384 - 64)
+    /**
+     * Feeds a head of about `size` bytes one byte at a time and counts the bytes the parser
+     * copies (`Uint8Array.prototype.set`, `Buffer.prototype.copy`): with buffers that double,
+     * fewer than 3 per input byte; growing by what each push needs would copy n²/2.
+     */
+    const copiedFeedingBytewise = (size: number) => {
+      const value = "v".repeat(size - 64)
       const input = bytes(head("GET / HTTP/1.1", ["X: " + value]))
-      assert.isAtMost(input.length, 16384)
-      const parser = new Handshake.RequestParser()
+      const parser = new Handshake.RequestParser({ maxHeaderBytes: 64 * 1024 })
+      const set = Uint8Array.prototype.set
+      const copy = Buffer.prototype.copy
+      let copied = 0
+      Uint8Array.prototype.set = function(this: Uint8Array, source: ArrayLike<number>, offset?: number) {
+        copied += source.length
+        return set.call(this, source, offset)
+      }
+      Buffer.prototype.copy = function(this: Buffer, target: Uint8Array, targetStart?: number, sourceStart?: number, sourceEnd?: number) {
+        const n = copy.call(this, target, targetStart, sourceStart, sourceEnd)
+        copied += n
+        return n
+      }
       let result: Handshake.RequestParseResult
-      for (let i = 0; i < input.length; i++) {
-        result = parser.push(input.subarray(i, i + 1))
-        if (i < input.length - 1) assert.strictEqual(result, undefined)
+      try {
+        for (let i = 0; i < input.length; i++) {
+          result = parser.push(input.subarray(i, i + 1))
+          if (i < input.length - 1) assert.strictEqual(result, undefined)
+        }
+      } finally {
+        Uint8Array.prototype.set = set
+        Buffer.prototype.copy = copy
       }
       const { request, rest } = assertComplete(result)
       assert.strictEqual(request.headers["x"], value)
       assert.strictEqual(rest.length, 0)
+      return { copied, length: input.length }
+    }
+
+    it("parses a 16 KiB head fed one byte at a time, copying each byte a bounded number of times", () => {
+      const small = copiedFeedingBytewise(16 * 1024)
+      const large = copiedFeedingBytewise(32 * 1024)
+      assert.isAtMost(small.copied, 3 * small.length, `copied ${small.copied} bytes for ${small.length}`)
+      assert.isAtMost(large.copied, 3 * large.length, `copied ${large.copied} bytes for ${large.length}`)
+      // twice the input, about twice the work (quadratic copying would be four times)
+      assert.isAtMost(large.copied / small.copied, 2.5)
     })
 
     it("parses a head of 16 KiB of spaces inside a value", () => {
@@ -411,7 +443,7 @@ describe("RFC 7230 §3: RequestParser", () => {
         })
         assert.deepStrictEqual(Buffer.concat([split.rest, ...restParts]), Buffer.from(trailing))
       },
-      { fastCheck: { numRuns: 1000 } }
+      { fastCheck: { numRuns: runs(1000) } }
     )
 
     // Bytes drawn from the grammar's alphabet reach deep parser states; raw bytes cover the rest.
@@ -439,7 +471,7 @@ describe("RFC 7230 §3: RequestParser", () => {
           break
         }
       },
-      { fastCheck: { numRuns: 1000 } }
+      { fastCheck: { numRuns: runs(1000) } }
     )
 
     it.prop(
@@ -457,7 +489,7 @@ describe("RFC 7230 §3: RequestParser", () => {
         if (result instanceof HandshakeError) assert.include([400, 405, 426], result.status)
         else assert.strictEqual(result.key.length, 24)
       },
-      { fastCheck: { numRuns: 1000 } }
+      { fastCheck: { numRuns: runs(1000) } }
     )
   })
 })

@@ -16,6 +16,7 @@ import {
   resolveOptions
 } from "../src/PerMessageDeflate.js"
 import type { PerMessageDeflateParams } from "../src/PerMessageDeflate.js"
+import { runs } from "./helpers.js"
 
 const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ""), "hex")
 const toHex = (b: Uint8Array): string => Buffer.from(b).toString("hex")
@@ -437,7 +438,7 @@ describe("RFC 7692 §7.2.1-7.2.2 compression and decompression", () => {
       whole.close()
       split.close()
     },
-    { fastCheck: { numRuns: 1000 } }
+    { fastCheck: { numRuns: runs(1000) } }
   )
 
   it.prop(
@@ -450,7 +451,7 @@ describe("RFC 7692 §7.2.1-7.2.2 compression and decompression", () => {
       assert.isTrue(Buffer.isBuffer(b) || b instanceof InvalidPayloadError || b instanceof MessageTooBigError)
       pmd.close()
     },
-    { fastCheck: { numRuns: 500 } }
+    { fastCheck: { numRuns: runs(500) } }
   )
 })
 

@@ -2,8 +2,8 @@ import { assert, describe, it } from "@effect/vitest"
 import { FastCheck } from "effect"
 import { applyMask } from "../src/Frame.js"
 import { unmaskInto } from "../src/internal/mask.js"
-import { Utf8Validator } from "../src/Utf8.js"
-import { splitAt } from "./helpers.js"
+import { isValidUtf8, Utf8Validator } from "../src/Utf8.js"
+import { runs, splitAt } from "./helpers.js"
 
 const fatal = new TextDecoder("utf-8", { fatal: true })
 const reference = (bytes: Uint8Array): boolean => {
@@ -21,14 +21,78 @@ const streamValid = (chunks: ReadonlyArray<Uint8Array>): boolean => {
   return v.complete
 }
 
-/** Bytes biased towards UTF-8 edge cases: lead bytes, continuations, boundaries. */
-const utf8ishBytes = FastCheck.array(
-  FastCheck.oneof(
-    FastCheck.integer({ min: 0, max: 255 }),
-    FastCheck.constantFrom(0x80, 0xbf, 0xc0, 0xc1, 0xc2, 0xdf, 0xe0, 0xed, 0xef, 0xf0, 0xf4, 0xf5, 0xff, 0x9f, 0xa0, 0x8f, 0x90)
+/** Where a byte-at-a-time stream first fails: the first index TextDecoder(fatal, stream) rejects. */
+const referenceFailsAt = (bytes: Uint8Array): number => {
+  const decoder = new TextDecoder("utf-8", { fatal: true })
+  for (let i = 0; i < bytes.length; i++) {
+    try {
+      decoder.decode(bytes.subarray(i, i + 1), { stream: true })
+    } catch {
+      return i
+    }
+  }
+  return -1
+}
+const validatorFailsAt = (bytes: Uint8Array): number => {
+  const v = new Utf8Validator()
+  for (let i = 0; i < bytes.length; i++) if (!v.validate(bytes, i, i + 1)) return i
+  return -1
+}
+
+const cont = FastCheck.integer({ min: 0x80, max: 0xbf })
+const byteIn = (min: number, max: number) => FastCheck.integer({ min, max })
+const seq = (...parts: Array<FastCheck.Arbitrary<number>>) => FastCheck.tuple(...parts)
+
+/** A valid code point of each length, the range edges (U+7F/80, U+7FF/800, U+D7FF, U+E000, U+FFFF/10000, U+10FFFF) included. */
+const validCodePoint = FastCheck.oneof(
+  FastCheck.integer({ min: 0, max: 0x7f }),
+  FastCheck.integer({ min: 0x80, max: 0x7ff }),
+  FastCheck.integer({ min: 0x800, max: 0xd7ff }),
+  FastCheck.integer({ min: 0xe000, max: 0xffff }),
+  FastCheck.integer({ min: 0x10000, max: 0x10ffff }),
+  FastCheck.constantFrom(0x7f, 0x80, 0x7ff, 0x800, 0xd7ff, 0xe000, 0xfffd, 0xffff, 0x10000, 0x10ffff)
+).map((cp) => Array.from(Buffer.from(String.fromCodePoint(cp), "utf8")))
+
+/** One sequence of every class of invalid UTF-8 (RFC 3629 §3-4, Unicode Table 3-7). */
+const invalidClasses = {
+  /** C0/C1 leads, E0 80..9F, F0 80..8F: a code point in more bytes than it needs. */
+  overlong: FastCheck.oneof(
+    seq(byteIn(0xc0, 0xc1), cont),
+    seq(FastCheck.constant(0xe0), byteIn(0x80, 0x9f), cont),
+    seq(FastCheck.constant(0xf0), byteIn(0x80, 0x8f), cont, cont)
   ),
-  { maxLength: 40 }
-).map((a) => Uint8Array.from(a))
+  /** ED A0..BF: U+D800..DFFF. */
+  surrogate: seq(FastCheck.constant(0xed), byteIn(0xa0, 0xbf), cont),
+  /** F4 90..BF and F5..FF: above U+10FFFF. */
+  aboveMax: FastCheck.oneof(
+    seq(FastCheck.constant(0xf4), byteIn(0x90, 0xbf), cont, cont),
+    seq(byteIn(0xf5, 0xff), cont, cont, cont),
+    seq(byteIn(0xf5, 0xff))
+  ),
+  /** A continuation byte with no lead. */
+  loneContinuation: seq(cont),
+  /** A valid 2-, 3- or 4-byte sequence cut short, followed by something that is not its continuation. */
+  truncated: FastCheck.tuple(
+    validCodePoint.filter((b) => b.length > 1),
+    FastCheck.nat(2),
+    FastCheck.oneof(FastCheck.integer({ min: 0, max: 0x7f }), byteIn(0xc2, 0xf4))
+  ).map(([b, k, next]) => [...b.slice(0, 1 + (k % (b.length - 1))), next])
+}
+
+/** Mostly valid text with one or more invalid sequences of any class anywhere, or truncated at its end. */
+const segment = FastCheck.oneof(
+  { weight: 6, arbitrary: validCodePoint },
+  { weight: 1, arbitrary: FastCheck.oneof(...Object.values(invalidClasses)) },
+  // a run of ASCII long enough for the native path
+  { weight: 1, arbitrary: FastCheck.integer({ min: 16, max: 40 }).map((n) => Array<number>(n).fill(0x61)) }
+)
+const utf8ish = FastCheck.tuple(
+  FastCheck.array(segment, { maxLength: 12 }),
+  FastCheck.option(validCodePoint.filter((b) => b.length > 1), { nil: undefined }),
+  FastCheck.nat(2)
+).map(([segments, last, k]) =>
+  Uint8Array.from([...segments.flat(), ...(last === undefined ? [] : last.slice(0, 1 + (k % (last.length - 1))))])
+)
 
 describe("RFC 3629 UTF-8 validation (RFC 6455 §8.1)", () => {
   it("agrees with TextDecoder on Autobahn 6.x style vectors", () => {
@@ -52,6 +116,22 @@ describe("RFC 3629 UTF-8 validation (RFC 6455 §8.1)", () => {
     }
   })
 
+  it("reset forgets a code point left open and the range its next byte needed", () => {
+    const v = new Utf8Validator()
+    // ED opens a 3-byte code point whose next byte must be 80..9F
+    assert.isTrue(v.validate(Buffer.from("ed", "hex"), 0, 1))
+    assert.isFalse(v.complete)
+    v.reset()
+    assert.isTrue(v.complete)
+    assert.isTrue(v.validate(Buffer.from("61", "hex"), 0, 1))
+    v.reset()
+    // after F4 the next byte must be 80..8F; after reset a fresh E1 takes any continuation
+    assert.isTrue(v.validate(Buffer.from("f4", "hex"), 0, 1))
+    v.reset()
+    assert.isTrue(v.validate(Buffer.from("e1bfbf", "hex"), 0, 3))
+    assert.isTrue(v.complete)
+  })
+
   it("fails at the first impossible byte, before the code point is complete", () => {
     const v = new Utf8Validator()
     assert.isTrue(v.validate(Buffer.from("f4", "hex"), 0, 1))
@@ -61,12 +141,58 @@ describe("RFC 3629 UTF-8 validation (RFC 6455 §8.1)", () => {
   })
 
   it.prop(
-    "the streaming validator agrees with TextDecoder(fatal) at arbitrary split points",
-    [FastCheck.oneof(utf8ishBytes, FastCheck.string({ unit: "binary", maxLength: 60 }).map((s) => Buffer.from(s, "utf8"))), FastCheck.array(FastCheck.nat(64), { maxLength: 6 })],
+    "the streaming validator agrees with TextDecoder(fatal) on every class of invalid sequence, at any split",
+    [utf8ish, FastCheck.array(FastCheck.nat(120), { maxLength: 6 })],
     ([bytes, cuts]) => {
       assert.strictEqual(streamValid(splitAt(bytes, cuts)), reference(bytes))
     },
-    { fastCheck: { numRuns: 5000 } }
+    { fastCheck: { numRuns: runs(5000) } }
+  )
+
+  it.prop(
+    "fed byte by byte, it fails at the same byte as TextDecoder(fatal, stream)",
+    [utf8ish],
+    ([bytes]) => {
+      assert.strictEqual(validatorFailsAt(bytes), referenceFailsAt(bytes))
+    },
+    { fastCheck: { numRuns: runs(3000) } }
+  )
+
+  for (const [name, arbitrary] of Object.entries(invalidClasses)) {
+    it.prop(
+      `${name}: refused after any valid prefix (short or native-path long), cut at every split`,
+      [FastCheck.array(validCodePoint, { maxLength: 8 }), FastCheck.nat(24), arbitrary],
+      ([prefix, ascii, bad]) => {
+        const bytes = Uint8Array.from([...Array<number>(ascii).fill(0x61), ...prefix.flat(), ...bad])
+        assert.isFalse(reference(bytes))
+        for (let cut = 0; cut <= bytes.length; cut++) {
+          assert.isFalse(streamValid(splitAt(bytes, [cut])), `cut at ${cut}`)
+        }
+        assert.strictEqual(validatorFailsAt(bytes), referenceFailsAt(bytes))
+      },
+      { fastCheck: { numRuns: runs(300) } }
+    )
+  }
+
+  it.prop(
+    "validate(bytes, start, end) reads only its window: bytes around it change nothing",
+    [utf8ish, FastCheck.oneof(utf8ish, FastCheck.uint8Array({ maxLength: 3 })), utf8ish],
+    ([before, window, after]) => {
+      const alone = new Utf8Validator().validate(window, 0, window.length)
+      const all = Uint8Array.from([...before, ...window, ...after])
+      const inPlace = new Utf8Validator().validate(all, before.length, before.length + window.length)
+      assert.strictEqual(inPlace, alone)
+    },
+    { fastCheck: { numRuns: runs(3000) } }
+  )
+
+  it.prop(
+    "isValidUtf8 (one shot) agrees with TextDecoder(fatal)",
+    [utf8ish],
+    ([bytes]) => {
+      assert.strictEqual(isValidUtf8(bytes), reference(bytes))
+    },
+    { fastCheck: { numRuns: runs(1000) } }
   )
 
   it.prop(
@@ -79,7 +205,7 @@ describe("RFC 3629 UTF-8 validation (RFC 6455 §8.1)", () => {
       assert.strictEqual(streamValid([broken]), reference(broken))
       assert.strictEqual(streamValid(splitAt(broken, [at % 50])), reference(broken))
     },
-    { fastCheck: { numRuns: 2000 } }
+    { fastCheck: { numRuns: runs(2000) } }
   )
 })
 
@@ -99,7 +225,7 @@ describe("RFC 6455 §5.3 masking", () => {
       const expected = Uint8Array.from(data, (b, i) => b ^ mask[(i + offset) % 4]!)
       assert.isTrue(Buffer.from(view).equals(Buffer.from(expected)))
     },
-    { fastCheck: { numRuns: 200 } }
+    { fastCheck: { numRuns: runs(200) } }
   )
 
   const naive = (data: Uint8Array, mask: Uint8Array) => Uint8Array.from(data, (b, i) => b ^ mask[i % 4]!)
@@ -117,7 +243,7 @@ describe("RFC 6455 §5.3 masking", () => {
       applyMask(view, c, data.length, mask, k)
       assert.deepStrictEqual(Uint8Array.from(view), naive(data, mask))
     },
-    { fastCheck: { numRuns: 2000 } }
+    { fastCheck: { numRuns: runs(2000) } }
   )
 
   it.prop(
@@ -142,6 +268,6 @@ describe("RFC 6455 §5.3 masking", () => {
       assert.isTrue(src.equals(before))
       assert.strictEqual(k, (offset + length) & 3)
     },
-    { fastCheck: { numRuns: 300 } }
+    { fastCheck: { numRuns: runs(300) } }
   )
 })

@@ -2,6 +2,13 @@ import { encodeFrame } from "../src/Frame.js"
 import { Connection } from "../src/Connection.js"
 import type { ConnectionEvent, ConnectionOptions } from "../src/Connection.js"
 
+/**
+ * A property's number of runs, scaled by PROPERTY_RUNS_SCALE (default 1): mutation testing
+ * (`pnpm mutate`) runs the covering tests once per mutant and uses a tenth of the runs.
+ */
+export const runs = (n: number): number =>
+  Math.max(10, Math.round(n * Number(process.env.PROPERTY_RUNS_SCALE ?? 1)))
+
 export const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ""), "hex")
 
 const MASK = Uint8Array.of(0x37, 0xfa, 0x21, 0x3d)

@@ -113,7 +113,7 @@ export const make = <Data = undefined, E = never, R = never, E2 = never, R2 = ne
     return {
       address: { host: address.address, port: address.port },
       url: `${secure ? "wss" : "ws"}://${host}:${address.port}`,
-      connections: Effect.sync(() => engine.connections.size)
+      connections: Effect.sync(() => engine.openCount)
     }
   })
 

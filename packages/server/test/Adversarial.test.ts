@@ -4,8 +4,7 @@
  * Each case names what the peer sends and what the server must do.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Scope, Stream } from "effect"
-import type { Duration } from "effect"
+import { Deferred, Effect, Exit, Scope, Stream } from "effect"
 import * as tls from "node:tls"
 import * as zlib from "node:zlib"
 import type { CloseInfo, WebSocket as Ws } from "../src/WebSocket.js"
@@ -24,16 +23,14 @@ import {
   rawSocket,
   recorder,
   recordSocket,
-  upgradeRequest
+  upgradeRequest,
+  waitUntil,
+  within
 } from "./utils.js"
 
 type Options = Partial<WebSocketServer.Options<undefined, never, never>>
 
 const echo = (ws: Ws<unknown>) => Stream.runForEach(ws.messages, (m) => ws.send(m))
-
-/** Fails with `what` instead of hanging when `effect` takes longer than `duration`. */
-const within = <A, E, R>(duration: Duration.DurationInput, what: string) => (effect: Effect.Effect<A, E, R>) =>
-  Effect.timeoutFail(effect, { duration, onTimeout: () => new Error(`timed out: ${what}`) })
 
 /** A server whose handler invocations and `closed` outcomes are recorded. */
 const instrumented = (options: Options = {}, handler: (ws: Ws<unknown>) => Effect.Effect<unknown, unknown> = echo) =>
@@ -840,22 +837,35 @@ describe("resources", () => {
     Effect.gen(function*() {
       const uncaught = yield* uncaughtErrors
       let handlers = 0
+      let hooksStarted = 0
+      let hooksEnded = 0
+      const gate = yield* Deferred.make<void>()
+      const n = 10
       const server = yield* WebSocketServer.make({
-        onUpgrade: () => Effect.as(Effect.sleep(100), { data: undefined }),
-        handler: () => Effect.sync(() => handlers++)
+        // the first n hooks wait for the gate, which opens after their clients reset
+        onUpgrade: () =>
+          Effect.suspend(() => ++hooksStarted <= n ? Deferred.await(gate) : Effect.void).pipe(
+            Effect.as({ data: undefined }),
+            Effect.ensuring(Effect.sync(() => hooksEnded++))
+          ),
+        handler: (ws) => Effect.zipRight(Effect.sync(() => handlers++), echo(ws))
       })
-      const before = tcpHandles()
-      for (let i = 0; i < 10; i++) {
+      for (let i = 0; i < n; i++) {
         const raw = yield* rawSocket(server.address.port)
         raw.socket.write(upgradeRequest())
-        yield* Effect.sleep(20)
+        yield* waitUntil(() => hooksStarted === i + 1, `the upgrade hook of connection ${i} running`)
         raw.socket.resetAndDestroy()
       }
-      yield* Effect.sleep(200)
-      const after = yield* pollUntil(Effect.sync(tcpHandles), (h) => h <= before, 2_000)
-      assert.isAtMost(after, before)
-      assert.strictEqual(handlers, 0)
-      assert.strictEqual(yield* server.connections, 0)
+      // a connection accepted after the resets: by then the server has read them
+      const client = yield* connect(server.url).pipe(within("5 seconds", "a connection after the resets"))
+      assert.strictEqual(handlers, 1)
+      yield* Deferred.succeed(gate, undefined)
+      yield* waitUntil(() => hooksEnded === n + 1, "every hook finishing")
+      client.send("alive")
+      yield* recorder(client).waitMessages(1).pipe(within("5 seconds", "the live connection's echo"))
+      // the hooks that outlived their sockets started no handler
+      assert.strictEqual(handlers, 1)
+      assert.strictEqual(yield* server.connections, 1)
       // the reset reaches a socket with no 'error' listener: an uncaught exception kills a real server
       assert.deepStrictEqual(uncaught.map(String), [])
     }))
@@ -884,12 +894,22 @@ describe("resources", () => {
   it.scopedLive("ECONNRESET while the server is writing a large message: no crash, `closed` resolves", () =>
     Effect.gen(function*() {
       const big = Buffer.alloc(8 * 1024 * 1024, 1)
+      let sends = 0
+      let sender: Ws<unknown> | undefined
       const { drained, exits, server } = yield* instrumented({}, (ws) =>
         Effect.gen(function*() {
-          for (let i = 0; i < 4; i++) yield* ws.send(big)
+          sender = ws
+          for (let i = 0; i < 4; i++) {
+            yield* ws.send(big)
+            sends++
+          }
         }))
       const raw = yield* rawConnect(server.address.port)
-      yield* Effect.sleep(30)
+      // a reader that stops: the first message is written in part and the rest waits
+      raw.socket.pause()
+      const buffered = () => sender === undefined ? 0 : Effect.runSync(sender.bufferedAmount)
+      yield* waitUntil(() => buffered() > 0, "the server writing the first large message")
+      assert.isBelow(sends, 4, "the handler was still sending")
       raw.socket.resetAndDestroy()
       const [exit] = yield* exits(1)
       assert.isTrue(Exit.isSuccess(exit) && exit.value.code === 1006)

@@ -1,11 +1,11 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Effect, Fiber, Stream } from "effect"
+import { Cause, Deferred, Effect, Exit, Fiber, Option, Stream } from "effect"
 import * as net from "node:net"
 import * as zlib from "node:zlib"
 import type { WebSocket as Ws } from "../src/WebSocket.js"
 import { offloadStats } from "@effect-websocket/protocol/PerMessageDeflate"
 import * as WebSocketServer from "../src/WebSocketServer.js"
-import { clientFrame, connect, rawExchange, recorder, responseHeaders } from "./utils.js"
+import { clientFrame, connect, rawExchange, recorder, responseHeaders, within } from "./utils.js"
 
 const echo = (ws: Ws<unknown>) => Stream.runForEach(ws.messages, (m) => ws.send(m))
 
@@ -104,12 +104,38 @@ describe("RFC 7692 with the ws client", () => {
           ),
           frame
         ])
-      )
+      ).pipe(within("5 seconds", "the server closing the connection"))
       const growth = process.memoryUsage().rss - before
       const body = Buffer.from(response.slice(response.indexOf("\r\n\r\n") + 4), "latin1")
       assert.strictEqual(body[0], 0x88)
       assert.strictEqual(body.readUInt16BE(2), 1009)
       assert.isBelow(growth, 8 * 1024 * 1024)
+    }))
+
+  it.scopedLive("a ws client's compressed message that inflates past the message limit gets 1009; `closed` fails with it", () =>
+    Effect.gen(function*() {
+      const closed = yield* Deferred.make<Exit.Exit<unknown, unknown>>()
+      const server = yield* WebSocketServer.make({
+        maxMessageSize: 64 * 1024,
+        perMessageDeflate: true,
+        handler: (ws) =>
+          Effect.zipRight(
+            Effect.forkDaemon(Effect.exit(ws.closed).pipe(Effect.flatMap((e) => Deferred.succeed(closed, e)))),
+            echo(ws)
+          )
+      })
+      const client = yield* connect(server.url, { perMessageDeflate: { threshold: 0 } })
+      const rec = recorder(client)
+      // 4 MiB of zeros: a frame of a few KiB on the wire, 64 x the limit once inflated
+      client.send(Buffer.alloc(4 * 1024 * 1024))
+      const seen = yield* rec.waitClose.pipe(within("5 seconds", "the server closing the connection"))
+      assert.strictEqual(seen.code, 1009)
+      const socket = (client as unknown as { _socket: net.Socket })._socket
+      assert.isBelow(socket.bytesWritten, 64 * 1024, "the frame itself was under the limit")
+      const exit = yield* Deferred.await(closed).pipe(within("5 seconds", "the handler's `closed`"))
+      assert.isTrue(Exit.isFailure(exit))
+      const error = Exit.isFailure(exit) ? Cause.failureOption(exit.cause) : Option.none()
+      assert.deepStrictEqual(Option.map(error, (e) => (e as { closeCode: number }).closeCode), Option.some(1009))
     }))
 })
 

@@ -1,7 +1,8 @@
 import { assert, describe, it } from "@effect/vitest"
 import { setFlagsFromString } from "node:v8"
 import { runInNewContext } from "node:vm"
-import { Cause, Chunk, Context, Deferred, Effect, Exit, Fiber, Metric, Option, Schema, Scope, Stream } from "effect"
+import { Cause, Chunk, Context, Deferred, Effect, Exit, Fiber, Metric, Option, Schedule, Schema, Scope, Stream } from "effect"
+import * as net from "node:net"
 import type { Tracer } from "effect"
 import * as MessageSchema from "../src/MessageSchema.js"
 import * as Metrics from "../src/Metrics.js"
@@ -9,9 +10,30 @@ import { UpgradeRejected } from "../src/Errors.js"
 import type { ProtocolError } from "../src/Errors.js"
 import type { CloseInfo, WebSocket as Ws } from "../src/WebSocket.js"
 import * as WebSocketServer from "../src/WebSocketServer.js"
-import { clientFrame, connect, makeCertificate, pollUntil, rawConnect, rawExchange, recorder } from "./utils.js"
+import {
+  clientFrame,
+  connect,
+  makeCertificate,
+  parseServerFrames,
+  pollUntil,
+  rawConnect,
+  rawExchange,
+  recorder,
+  waitUntil,
+  within
+} from "./utils.js"
 
 const echo = (ws: Ws<unknown>) => Stream.runForEach(ws.messages, (m) => ws.send(m))
+
+/** A counter's value now (this file's tests run one at a time in their own process). */
+const counter = (metric: Metric.Metric.Counter<number>) => Effect.map(Metric.value(metric), (s) => s.count)
+
+/** Waits (bounded) until `metric` reaches `target`. */
+const untilCount = (metric: Metric.Metric.Counter<number>, target: number, what: string) =>
+  counter(metric).pipe(
+    Effect.repeat({ until: (n) => n >= target, schedule: Schedule.spaced("5 millis") }),
+    within("5 seconds", what)
+  )
 
 /** Runs a server whose handler reports each connection's handle and `closed` outcome. */
 const observed = (
@@ -58,13 +80,19 @@ describe("echo over a real socket with the ws client", () => {
 
   it.scopedLive("run first hands over what arrived before it was called, in order", () =>
     Effect.gen(function*() {
+      const gate = yield* Deferred.make<void>()
       const server = yield* WebSocketServer.make({
-        handler: (ws) => Effect.zipRight(Effect.sleep(300), ws.run((m) => void ws.unsafeSend(m)))
+        handler: (ws) => Effect.zipRight(Deferred.await(gate), ws.run((m) => void ws.unsafeSend(m)))
       })
+      const before = yield* counter(Metrics.messagesReceived)
       const client = yield* connect(server.url)
       const rec = recorder(client)
       for (const m of ["a", "b", "c"]) client.send(m)
-      yield* rec.waitMessages(3)
+      // run is called only once the server has read all three
+      yield* untilCount(Metrics.messagesReceived, before + 3, "the server reading a, b, c")
+      assert.deepStrictEqual(rec.messages, [], "nothing answered before run")
+      yield* Deferred.succeed(gate, undefined)
+      yield* rec.waitMessages(3).pipe(within("5 seconds", "the three earlier messages handed to run"))
       client.send("d")
       yield* rec.waitMessages(4)
       assert.deepStrictEqual(rec.messages.map((m) => m.data), ["a", "b", "c", "d"])
@@ -106,18 +134,29 @@ describe("echo over a real socket with the ws client", () => {
 
   it.scopedLive("answers pings and measures its own (RFC 6455 §5.5.2)", () =>
     Effect.gen(function*() {
-      const { handle, server } = yield* observed({}, () => Effect.never)
+      const { handle, server } = yield* observed({ keepaliveInterval: 0 }, () => Effect.never)
+      // a raw peer that answers our ping only when the test says so (the first connection: `handle`)
+      const raw = yield* rawConnect(server.address.port)
+      const ws = yield* handle
       const client = yield* connect(server.url)
       const pong = yield* Effect.async<Buffer>((resume) => {
         client.once("pong", (d: Buffer) => resume(Effect.succeed(d)))
         client.ping(Buffer.from("are you there"))
-      })
+      }).pipe(within("5 seconds", "the server's pong"))
       assert.strictEqual(pong.toString(), "are you there")
-      const ws = yield* handle
-      const rtt = yield* ws.ping(Buffer.from("x"))
-      assert.isAtLeast(rtt, 0)
-      const rtts = yield* Metric.value(Metrics.pingRoundTrip)
-      assert.isAtLeast(rtts.count, 1)
+      const rttsBefore = (yield* Metric.value(Metrics.pingRoundTrip)).count
+      const started = Date.now()
+      const ping = yield* Effect.fork(ws.ping(Buffer.from("x")))
+      yield* waitUntil(() => parseServerFrames(raw.received()).length > 0, "our Ping reaching the peer")
+      assert.deepStrictEqual(parseServerFrames(raw.received()).map((f) => [f.opcode, f.payload.toString()]), [[9, "x"]])
+      // unanswered, the ping waits; answered 50 ms later, its round trip covers those 50 ms
+      yield* Effect.sleep(50)
+      assert.isTrue(Option.isNone(yield* Fiber.poll(ping)), "ping completed before its pong")
+      raw.socket.write(clientFrame(10, "x"))
+      const rtt = yield* Fiber.join(ping).pipe(within("5 seconds", "ping completing on the pong"))
+      assert.isAtLeast(rtt, 45)
+      assert.isAtMost(rtt, Date.now() - started)
+      assert.strictEqual((yield* Metric.value(Metrics.pingRoundTrip)).count - rttsBefore, 1)
     }))
 
   it.scopedLive("the handler runs in a websocket.connection span that ends with the handler", () =>
@@ -191,15 +230,15 @@ describe("echo over a real socket with the ws client", () => {
 
   it.scopedLive("counts messages and bytes in Effect metrics", () =>
     Effect.gen(function*() {
-      const before = (yield* Metric.value(Metrics.messagesSent)).count
+      const metrics = [Metrics.messagesReceived, Metrics.messagesSent, Metrics.bytesReceived, Metrics.bytesSent]
+      const before = yield* Effect.forEach(metrics, counter)
       const server = yield* WebSocketServer.make({ handler: echo })
-      const client = yield* connect(server.url)
-      const rec = recorder(client)
-      client.send("one")
-      client.send("two")
-      yield* rec.waitMessages(2)
-      const after = (yield* Metric.value(Metrics.messagesSent)).count
-      assert.isAtLeast(after - before, 2)
+      const raw = yield* rawConnect(server.address.port)
+      // 2 + 4 (mask) + 3 bytes per frame from the client, 2 + 5 bytes per frame back
+      raw.socket.write(Buffer.concat([clientFrame(1, "one"), clientFrame(2, Buffer.from("three"))]))
+      yield* waitUntil(() => parseServerFrames(raw.received()).length === 2, "both echoes")
+      const after = yield* Effect.forEach(metrics, counter)
+      assert.deepStrictEqual(after.map((n, i) => n - before[i]!), [2, 2, 9 + 11, 5 + 7])
     }))
 })
 
@@ -317,21 +356,34 @@ describe("closing (RFC 6455 §7)", () => {
 describe("timeouts", () => {
   it.scopedLive("handshake timeout closes a connection that sends nothing (slowloris)", () =>
     Effect.gen(function*() {
+      // 150 ms, far under both the default (10 s) and this test's bound (3 s)
       const server = yield* WebSocketServer.make({ handler: echo, handshakeTimeout: 150 })
-      const response = yield* rawExchange(server.address.port, "GET / HTTP/1.1\r\nHost: x\r\n")
-      assert.strictEqual(response, "")
+      const silent = yield* rawExchange(server.address.port, "").pipe(
+        within("3 seconds", "the server closing a socket that sent nothing")
+      )
+      assert.strictEqual(silent, "")
+      const partial = yield* rawExchange(server.address.port, "GET / HTTP/1.1\r\nHost: x\r\n").pipe(
+        within("3 seconds", "the server closing a socket that sent half a request head")
+      )
+      assert.strictEqual(partial, "")
     }))
 
   it.scopedLive("keepalive drops a peer that stops answering pings, keeps one that answers", () =>
     Effect.gen(function*() {
       const { outcome, server } = yield* observed({ keepaliveInterval: 100, keepaliveTimeout: 100 }, () => Effect.never)
       const live = yield* connect(server.url)
+      let pings = 0
+      live.on("ping", () => pings++)
       const raw = yield* rawConnect(server.address.port)
-      yield* raw.ended
+      yield* raw.ended.pipe(within("5 seconds", "the silent peer dropped by keepalive"))
       assert.strictEqual(raw.received()[0], 0x89) // it was pinged first
-      yield* Effect.sleep(400)
+      const exit = yield* outcome.pipe(within("5 seconds", "the dropped connection's `closed`"))
+      assert.deepStrictEqual(exit, Exit.succeed({ code: 1006, reason: "", wasClean: false, initiatedBy: "transport" }))
+      // the live peer answers: three more pings, each past the keepalive timeout, and it stays
+      const seen = pings
+      yield* waitUntil(() => pings >= seen + 3, "three more pings answered by the live peer")
       assert.strictEqual(live.readyState, live.OPEN)
-      assert.isTrue(Exit.isSuccess(yield* outcome))
+      assert.strictEqual(yield* server.connections, 1)
     }))
 
   it.scopedLive("the close timeout does not keep a finished handler's fiber alive", () =>
@@ -493,26 +545,34 @@ describe("backpressure", () => {
     Effect.gen(function*() {
       const sent = { count: 0 }
       const chunk = Buffer.alloc(64 * 1024, 7)
+      let sender: Fiber.RuntimeFiber<unknown, unknown> | undefined
       const { handle, server } = yield* observed({ highWaterMark: 256 * 1024 }, (ws) =>
-        Effect.gen(function*() {
-          for (let i = 0; i < 2000; i++) {
-            yield* ws.send(chunk)
-            sent.count++
-          }
+        Effect.withFiberRuntime((fiber) => {
+          sender = fiber
+          return Effect.gen(function*() {
+            // bounded: 2,000 x 64 KiB = 128 MiB if nothing pushed back
+            for (let i = 0; i < 2000; i++) {
+              yield* ws.send(chunk)
+              sent.count++
+            }
+          })
         }))
       const raw = yield* rawConnect(server.address.port)
       raw.socket.pause()
       const ws = yield* handle
-      yield* Effect.sleep(300)
+      // the event: the handler's fiber suspends (in send: it does nothing else) before it is done
+      const suspended = () =>
+        sender!.status.pipe(Effect.map((s) => s._tag !== "Running"))
+      yield* suspended().pipe(
+        Effect.repeat({ until: (s) => s, schedule: Schedule.spaced("5 millis") }),
+        within("5 seconds", "the sender suspending")
+      )
       const stalledAt = sent.count
-      const buffered = yield* ws.bufferedAmount
-      yield* Effect.sleep(200)
-      assert.strictEqual(sent.count, stalledAt, "the sender is suspended")
+      assert.isTrue(Option.isNone(yield* Fiber.poll(sender!)), "the sender is suspended, not done")
       assert.isBelow(stalledAt, 2000)
-      assert.isAtMost(buffered, 256 * 1024 + 2 * chunk.length)
+      assert.isAtMost(yield* ws.bufferedAmount, 256 * 1024 + 2 * chunk.length)
       raw.socket.resume()
-      for (let i = 0; i < 100 && sent.count === stalledAt; i++) yield* Effect.sleep(20)
-      assert.isAbove(sent.count, stalledAt)
+      yield* waitUntil(() => sent.count > stalledAt, "the sender resuming once the reader reads")
     }))
 
   it.scopedLive("a connection flooded past the hard limit is closed with 1008", () =>
@@ -535,22 +595,26 @@ describe("backpressure", () => {
       const server = yield* WebSocketServer.make({
         inboxHighWaterMark: 64 * 1024,
         closeTimeout: 200,
-        handler: (ws) => Stream.runForEach(ws.messages, () => Effect.zipRight(Effect.sleep(50), Effect.sync(() => got.count++)))
+        handler: (ws) => Stream.runForEach(ws.messages, () => Effect.zipRight(Effect.sleep(20), Effect.sync(() => got.count++)))
       })
+      const read = yield* counter(Metrics.bytesReceived)
+      const paused = yield* counter(Metrics.backpressureEvents)
       const client = yield* connect(server.url)
       const msg = Buffer.alloc(16 * 1024, 1)
       for (let i = 0; i < 2000; i++) client.send(msg)
-      yield* Effect.sleep(500)
-      // 32 MiB were queued by the client; the server read only a bounded part of it
-      assert.isAbove(client.bufferedAmount, 8 * 1024 * 1024)
-      assert.isBelow(got.count, 50)
+      yield* untilCount(Metrics.backpressureEvents, paused + 1, "the server pausing the socket")
+      // while the handler works through 20 messages (400 ms), unpaused reading would take in all
+      // 32 MiB; paused, the server reads about what the handler takes
+      yield* waitUntil(() => got.count >= 20, "the handler handling 20 messages")
+      const taken = (yield* counter(Metrics.bytesReceived)) - read
+      assert.isBelow(taken, 4 * 1024 * 1024, `the server read ${taken} bytes`)
+      assert.isAbove(client.bufferedAmount, 16 * 1024 * 1024, "the rest waits in the client")
     }))
 })
 
 describe("graceful shutdown", () => {
   it.scopedLive("releasing the server sends 1001 to every connection and leaves no handles", () =>
     Effect.gen(function*() {
-      const handlesBefore = process.getActiveResourcesInfo().filter((r) => r === "TCPSocketWrap" || r === "TCPServerWrap").length
       const scope = yield* Scope.make()
       const server = yield* WebSocketServer.make({ handler: echo }).pipe(Scope.extend(scope))
       // the clients live in the test's scope, the server in its own
@@ -562,13 +626,24 @@ describe("graceful shutdown", () => {
       }, 1)
       yield* Effect.sleep(50)
       const closing = yield* Effect.fork(Scope.close(scope, Exit.void))
-      const codes = yield* Effect.forEach(recs, (r) => r.waitClose)
+      const codes = yield* Effect.forEach(recs, (r) => r.waitClose).pipe(within("10 seconds", "20 clients closed"))
       clearInterval(load)
-      yield* Fiber.join(closing)
+      yield* Fiber.join(closing).pipe(within("10 seconds", "the server's scope closed"))
       assert.deepStrictEqual(codes.map((c) => c.code), Array(20).fill(1001))
-      yield* Effect.sleep(50)
-      const handlesAfter = process.getActiveResourcesInfo().filter((r) => r === "TCPSocketWrap" || r === "TCPServerWrap").length
-      assert.strictEqual(handlesAfter, handlesBefore)
+      // this test's own handles: the server ended every TCP connection (the clients saw its FIN,
+      // their sockets are closed), counts none, and no longer listens
+      const sockets = clients.map((c) => (c as unknown as { _socket: net.Socket })._socket)
+      assert.deepStrictEqual(sockets.map((s) => [s.readableEnded, s.destroyed]), Array(20).fill([true, true]))
+      assert.strictEqual(yield* server.connections, 0)
+      const refused = yield* Effect.async<string>((resume) => {
+        const probe = net.connect(server.address.port, "127.0.0.1")
+        probe.once("connect", () => {
+          probe.destroy()
+          resume(Effect.succeed("connected"))
+        })
+        probe.once("error", (e: NodeJS.ErrnoException) => resume(Effect.succeed(e.code ?? "error")))
+      }).pipe(within("5 seconds", "a connection attempt to the released port"))
+      assert.strictEqual(refused, "ECONNREFUSED")
     }))
 })
 

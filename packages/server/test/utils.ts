@@ -1,11 +1,34 @@
-import { Effect } from "effect"
-import type { Scope } from "effect"
+import { Effect, Schedule } from "effect"
+import type { Duration, Scope } from "effect"
 import { execFileSync } from "node:child_process"
 import { mkdtempSync, readFileSync, rmSync } from "node:fs"
 import * as net from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import WebSocket from "ws"
+
+/**
+ * Waits for `effect` at most `duration`, then fails naming what it was waiting for: a regression
+ * shows up as "timed out after 5 seconds: <what>", not as the test runner's 30 s timeout.
+ */
+export const within = (duration: Duration.DurationInput, what: string) =>
+<A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | Error, R> =>
+  Effect.timeoutFail(effect, { duration, onTimeout: () => new Error(`timed out after ${String(duration)}: ${what}`) })
+
+/**
+ * Waits until `predicate` holds (checked every 5 ms), at most `duration`, for conditions no
+ * event announces (a counter, a socket's state); fails naming `what` on timeout.
+ */
+export const waitUntil = (
+  predicate: () => boolean,
+  what: string,
+  duration: Duration.DurationInput = "5 seconds"
+): Effect.Effect<void, Error> =>
+  Effect.sync(predicate).pipe(
+    Effect.repeat({ until: (ok) => ok, schedule: Schedule.spaced("5 millis") }),
+    Effect.asVoid,
+    within(duration, what)
+  )
 
 /** A `ws` client (an independent implementation), closed with the scope. */
 export const connect = (

@@ -28,8 +28,11 @@ import { PortId } from "./port.js"
 let nextId = 1
 const CLOSED = new WebSocketClosedError({ reason: "connection is not open" })
 
-/** What the engine hears from a connection: it ended (its Scope closed). */
+/** What the engine hears from a connection. */
 export interface Owner {
+  /** Its transport closed. */
+  transportClosed(port: ConnectionPort): void
+  /** Its Scope closed: the handler ended and its finalizers ran. */
   released(port: ConnectionPort): void
 }
 
@@ -432,6 +435,7 @@ export class WsConnection<Data> implements WebSocket<Data>, ConnectionPort, Inbo
     if (!core.eofReceived) core.receiveEof()
     this.inbox.end()
     this.life.transportClosed(core)
+    this.owner.transportClosed(this)
     this.outbox.release()
   }
 

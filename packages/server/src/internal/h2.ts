@@ -256,5 +256,5 @@ export const attachHttp2 = <Data, E, R, E2, R2>(
         return engine.shutdown()
       })
     )
-    return { connections: Effect.sync(() => engine.connections.size) }
+    return { connections: Effect.sync(() => engine.openCount) }
   })

@@ -204,5 +204,5 @@ export const attach = <Data, E, R, E2, R2>(
         return engine.shutdown()
       })
     )
-    return { connections: Effect.sync(() => engine.connections.size) }
+    return { connections: Effect.sync(() => engine.openCount) }
   })

@@ -325,7 +325,8 @@ export class Engine<Data, E, R, E2, R2> implements Owner {
   ): void {
     const connections = this.connections
     connections.add(ws)
-    Metrics.connectionsOpen.unsafeUpdate(connections.size, NO_TAGS)
+    this.openCount++
+    Metrics.connectionsOpen.unsafeUpdate(this.openCount, NO_TAGS)
     Metrics.connectionsTotal.unsafeUpdate(1, NO_TAGS)
     if (!this.timersRunning && this.hasDeadlines) {
       this.timersRunning = true
@@ -334,10 +335,18 @@ export class Engine<Data, E, R, E2, R2> implements Owner {
     runFork(ws.lifetime(this.handlerOptions.handler, this.handlerOptions.connectionSpan !== false))
   }
 
+  /** Connections whose transport is open (a handler may outlive its transport by the close timeout). */
+  openCount = 0
+
+  /** A connection's transport closed. */
+  transportClosed(_port: ConnectionPort): void {
+    this.openCount--
+    Metrics.connectionsOpen.unsafeUpdate(this.openCount, NO_TAGS)
+  }
+
   /** A connection's Scope closed. */
   released(port: ConnectionPort): void {
-    const connections = this.connections
-    if (connections.delete(port)) Metrics.connectionsOpen.unsafeUpdate(connections.size, NO_TAGS)
+    this.connections.delete(port)
   }
 
   private timersRunning = false
