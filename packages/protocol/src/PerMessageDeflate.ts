@@ -14,7 +14,10 @@
  * it nothing stays with the connection: `server_no_context_takeover` compresses on a
  * deflater shared by all connections (borrowed for the span of one synchronous call), and
  * `client_no_context_takeover` returns the inflater to a small shared pool at the end of
- * each message. `memoryEstimate` gives the steady-state figure for agreed parameters.
+ * each message. The `memory` option ({@link MemoryPolicy}) chooses between the two per
+ * direction; the default, `"shared"` both ways, answers both parameters to every offer, so
+ * an idle compressed connection holds no zlib state. `memoryEstimate` gives the
+ * steady-state figure for agreed parameters.
  *
  * @since 0.1.0
  */

@@ -2,9 +2,14 @@
  * The default permessage-deflate memory policy over real sockets with `ws` clients:
  * limits, isolation between connections sharing zlib state, metrics, broadcast.
  */
+import * as HttpRouter from "@effect/platform/HttpRouter"
+import * as HttpServer from "@effect/platform/HttpServer"
+import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Effect, Either, Metric, Stream } from "effect"
+import { Context, Deferred, Effect, Either, Layer, Metric, Stream } from "effect"
+import * as http from "node:http"
 import * as Broadcast from "../src/Broadcast.js"
+import * as HttpUpgrade from "../src/HttpUpgrade.js"
 import * as Metrics from "../src/Metrics.js"
 import type { WebSocket as Ws } from "../src/WebSocket.js"
 import * as WebSocketServer from "../src/WebSocketServer.js"
@@ -133,6 +138,30 @@ describe("permessage-deflate, default memory policy, real sockets", () => {
         const rec = recorder(c)
         yield* rec.waitMessages(1)
         assert.strictEqual(rec.messages[0]!.data, message)
+      }
+    }))
+
+  it.scopedLive("each HttpUpgrade route has its own memory policy", () =>
+    Effect.gen(function*() {
+      const app = HttpRouter.empty.pipe(
+        HttpRouter.get("/shared", HttpUpgrade.handler({ handler: echo, perMessageDeflate: true })),
+        HttpRouter.get("/window", HttpUpgrade.handler({ handler: echo, perMessageDeflate: { memory: "window4k" } }))
+      )
+      const context = yield* Layer.build(
+        HttpServer.serve(app).pipe(
+          Layer.provideMerge(NodeHttpServer.layer(() => http.createServer(), { port: 0, host: "127.0.0.1" }))
+        ) as Layer.Layer<HttpServer.HttpServer>
+      )
+      const { port } = Context.get(context, HttpServer.HttpServer).address as HttpServer.TcpAddress
+      const shared = yield* connect(`ws://127.0.0.1:${port}/shared`, { perMessageDeflate: {} })
+      const window = yield* connect(`ws://127.0.0.1:${port}/window`, { perMessageDeflate: {} })
+      assert.strictEqual(responseHeaders(shared)["sec-websocket-extensions"], BOTH)
+      assert.strictEqual(responseHeaders(window)["sec-websocket-extensions"], "permessage-deflate; client_max_window_bits=12")
+      for (const c of [shared, window]) {
+        const rec = recorder(c)
+        c.send(jsonish(200, 3))
+        yield* rec.waitMessages(1)
+        assert.strictEqual(rec.messages[0]!.data, jsonish(200, 3))
       }
     }))
 })
