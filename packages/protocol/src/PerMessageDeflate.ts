@@ -425,7 +425,24 @@ const servesAsOffered = (p: OfferParams, o: ResolvedPerMessageDeflateOptions): b
   o.clientNoContextTakeover || p.clientNoContextTakeover || p.clientMaxWindowBits !== undefined ||
   o.clientMaxWindowBits === 15
 
+/**
+ * Agreements made so far, per resolved options and offer: every connection that agreed the
+ * same thing shares one `Negotiated` (its parameters and response string are kept for the
+ * connection's life). At most 2 × 2 × 9 × 10 offer shapes per options object.
+ */
+const AGREED = new WeakMap<ResolvedPerMessageDeflateOptions, Map<number, Negotiated>>()
+
 const accept = (p: OfferParams, o: ResolvedPerMessageDeflateOptions): Negotiated => {
+  const key = (p.serverNoContextTakeover ? 1 : 0) + (p.clientNoContextTakeover ? 2 : 0) +
+    (p.serverMaxWindowBits ?? 0) * 4 + (p.clientMaxWindowBits ?? 1) * 64
+  let cache = AGREED.get(o)
+  if (cache === undefined) AGREED.set(o, cache = new Map())
+  let agreed = cache.get(key)
+  if (agreed === undefined) cache.set(key, agreed = agree(p, o))
+  return agreed
+}
+
+const agree = (p: OfferParams, o: ResolvedPerMessageDeflateOptions): Negotiated => {
   const serverNoContextTakeover = p.serverNoContextTakeover || o.serverNoContextTakeover
   // A dedicated window the client cannot be held to (no client_max_window_bits offered)
   // falls back to a shared decompressor.

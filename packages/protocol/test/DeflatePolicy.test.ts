@@ -132,6 +132,19 @@ describe("memory policies: negotiation (RFC 7692 §5, §7.1)", () => {
     assert.strictEqual(estimate({ memory: "window32k" }), deflateMemory(15, 8) + inflateMemory(15))
   })
 
+  it("connections that agree the same parameters share one agreement (kept for their life)", () => {
+    const o = resolveOptions({})
+    const a = negotiate(parse(OFFERS.chromium), o)
+    assert.strictEqual(negotiate(parse(OFFERS.chromium), o), a)
+    // a different offer shape is a different agreement, even with the same response
+    const b = negotiate(parse(OFFERS.bare), o)
+    assert.notStrictEqual(b, a)
+    assert.deepStrictEqual(b, a)
+    const c = negotiate(parse("permessage-deflate; client_max_window_bits=9"), o)
+    assert.strictEqual(c?.response, `${BOTH}; client_max_window_bits=9`)
+    assert.strictEqual(negotiate(parse("permessage-deflate; client_max_window_bits=9"), o), c)
+  })
+
   it("an explicit no-context-takeover makes that direction shared; explicit windows cap the policy's", () => {
     const a = resolveOptions({ memory: "window32k", serverNoContextTakeover: true })
     assert.deepStrictEqual(a.memory, { compressor: "shared", decompressor: "window32k" })
