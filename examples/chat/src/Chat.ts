@@ -68,7 +68,7 @@ export const withOffset = (message: string | Uint8Array, offset: string): string
 
 /** The endpoint's options: one definition for HTTP/1.1 upgrades and HTTP/2 streams. */
 const chatSocket = () => ({
-    perMessageDeflate: { serverNoContextTakeover: true }, // compress a broadcast once for everyone
+    perMessageDeflate: true, // the default memory policy: no zlib state per idle connection, a broadcast compressed once
     onUpgrade: (request) => {
       const name = new URL(request.url, "http://localhost").searchParams.get("name")?.trim() ?? ""
       // A page from another site must not open a socket with the visitor's cookies.

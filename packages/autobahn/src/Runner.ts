@@ -74,10 +74,25 @@ export const DEFAULT_CONCURRENT_TRANSPORTS = true
 export const DEFAULT_TIMEOUT_MINUTES = 30
 
 /**
+ * The cases that run a second time, over ws:// only, against a testee on the server's
+ * default permessage-deflate memory policy (`--deflate default`: shared compressor and
+ * decompressor, so every connection answers both `*_no_context_takeover`). The main run's
+ * testee accepts each offer as made, which 13.* checks; 12.* then shows that the default
+ * interoperates with the suite's client (12.* offers `permessage-deflate` plainly). Only
+ * the cases of these patterns that the main selection holds are run.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const DEFAULT_POLICY_CASES: ReadonlyArray<string> = ["12.*"]
+
+/**
  * @since 0.1.0
  * @category models
  */
 export interface RunnerOptions {
+  /** Cases run again on ws:// with the default deflate policy ({@link DEFAULT_POLICY_CASES}); empty: none. */
+  readonly defaultPolicyCases: ReadonlyArray<string>
   readonly include: ReadonlyArray<string>
   readonly exclude: ReadonlyArray<string>
   readonly transports: ReadonlyArray<Gate.Transport>
@@ -138,8 +153,9 @@ const splitCommand = (command: string): Array<string> => command.trim().split(/\
 export const USAGE = `Usage: pnpm autobahn [options]
 
 Runs every Autobahn case, 1.* to 13.* (kosoku ${Kosoku.KOSOKU_VERSION}, ${Cases.suite.cases.length} cases), against the echo
-testee over ws:// and wss://, and with kosoku as the fuzzing server against the client testee, writes
-reports/autobahn/{ws,wss,client}/ and gates them. Exclusions: none.
+testee over ws:// and wss://, with kosoku as the fuzzing server against the client testee, then
+${DEFAULT_POLICY_CASES.join(" ")} over ws:// against the testee on the default permessage-deflate policy; writes
+reports/autobahn/{ws,wss,client,default-policy/ws}/ and gates them. Exclusions: none.
 
 Options:
   -i, --include <case|glob>   run only these cases (repeatable; default: all); the gate judges only them
@@ -151,6 +167,8 @@ Options:
       --timeout <minutes>     stop a transport's kosoku run after this long and fail (default ${DEFAULT_TIMEOUT_MINUTES})
       --reports <dir>         report root (default reports/autobahn)
       --testee "<command>"    testee command (or AUTOBAHN_TESTEE); --port/--host/--tls are appended
+      --no-default-policy     skip the second run of ${DEFAULT_POLICY_CASES.join(" ")} (ws://) against the testee on the
+                              default permessage-deflate policy (--deflate default); it runs after the main run
   -h, --help                  this text
 
 Exit code: 0 when every case passes on every transport, 1 when one does not (or a testee crashed), 2 when the run
@@ -174,6 +192,7 @@ export const parseArgs = (
   let concurrentTransports = DEFAULT_CONCURRENT_TRANSPORTS
   let timeoutMinutes = DEFAULT_TIMEOUT_MINUTES
   let reportsDir = join(root, "reports/autobahn")
+  let defaultPolicyCases = DEFAULT_POLICY_CASES
   let testee: ReadonlyArray<string> = env["AUTOBAHN_TESTEE"] ? splitCommand(env["AUTOBAHN_TESTEE"]) : defaultTestee(root)
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!
@@ -232,6 +251,9 @@ export const parseArgs = (
         reportsDir = resolve(process.cwd(), v)
         break
       }
+      case "--no-default-policy":
+        defaultPolicyCases = []
+        break
       case "--testee": {
         const v = value()
         if (v === undefined || splitCommand(v).length === 0) return Either.left("--testee needs a command")
@@ -243,6 +265,7 @@ export const parseArgs = (
     }
   }
   return Either.right({
+    defaultPolicyCases,
     include,
     exclude,
     transports,
@@ -277,12 +300,14 @@ export const selectionOf = (options: Pick<RunnerOptions, "include" | "exclude">)
  * @category cli
  */
 export const abortedTally = (
-  options: Pick<RunnerOptions, "include" | "exclude" | "transports">
+  options: RunnerOptions
 ): { readonly passed: number; readonly failed: number; readonly skipped: number } => {
   const expected = Cases.expectedCases(selectionOf(options)).length
+  const policyRun = defaultPolicyRun(options)
+  const second = policyRun === undefined ? 0 : Cases.expectedCases(selectionOf(policyRun)).length
   return {
     passed: 0,
-    failed: expected * options.transports.length,
+    failed: expected * options.transports.length + second,
     skipped: (Cases.suite.cases.length - expected) * options.transports.length
   }
 }
@@ -526,6 +551,31 @@ const runClient = (
     }
   })
 
+/**
+ * The second run's options: the main selection's cases among `defaultPolicyCases`, the
+ * testee with `--deflate default`, reports under `<reports>/default-policy/`. Undefined when
+ * there is nothing to run (no such case selected, or ws:// not among the transports).
+ *
+ * @since 0.1.0
+ * @category running
+ */
+export const defaultPolicyRun = (options: RunnerOptions): RunnerOptions | undefined => {
+  if (options.defaultPolicyCases.length === 0 || !options.transports.includes("ws")) return undefined
+  const ids = Cases.expectedCases(selectionOf(options)).filter((id) =>
+    options.defaultPolicyCases.some((p) => Cases.matches(p, id))
+  )
+  if (ids.length === 0) return undefined
+  const whole = options.include.length === 0 && options.exclude.length === 0
+  return {
+    ...options,
+    include: whole ? options.defaultPolicyCases : ids,
+    exclude: [],
+    transports: ["ws"],
+    reportsDir: join(options.reportsDir, "default-policy"),
+    testee: [...options.testee, "--deflate", "default"]
+  }
+}
+
 const tempDirectory: Effect.Effect<string, never, Scope.Scope> = Effect.acquireRelease(
   Effect.promise(() => mkdtemp(join(tmpdir(), "autobahn-cert-"))),
   (dir) => Effect.promise(() => rm(dir, { recursive: true, force: true }))
@@ -583,6 +633,26 @@ export const run = (
         notes: [...r.notes, ...r.problems.map((p) => `**Run problem:** ${p}`)]
       })
       reports.push(report)
+      console.log("")
+      console.log(Gate.renderMarkdown(report))
+    }
+    const policyRun = defaultPolicyRun(options)
+    if (policyRun !== undefined) {
+      log(`ws with the default permessage-deflate policy: ${policyRun.include.join(" ")}`)
+      const r = yield* runTransport(policyRun, "ws", kosoku, undefined)
+      runs.push(r)
+      const report = yield* Gate.gateDirectory(r.outDir, {
+        label: `ws, default deflate policy (${display(options.root, r.outDir)})`,
+        transport: "ws",
+        selection: selectionOf(policyRun),
+        notes: [
+          "The testee ran with `--deflate default` (shared compressor and decompressor).",
+          ...r.notes,
+          ...r.problems.map((p) => `**Run problem:** ${p}`)
+        ]
+      })
+      // This report judges only its cases by design: the rest of the suite is not "skipped".
+      reports.push({ ...report, suiteSize: report.expected.length })
       console.log("")
       console.log(Gate.renderMarkdown(report))
     }

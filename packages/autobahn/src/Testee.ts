@@ -2,7 +2,10 @@
  * The Autobahn echo testee: the same `WebSocketServer` Layer applications use, with no
  * special code path. Text is echoed as text, binary as binary; the limits are raised to
  * what the suite sends (9.x: messages up to 16 MiB, 4 MiB in 65,536 fragments) and
- * permessage-deflate is accepted with every parameter (12.x, 13.x).
+ * permessage-deflate is accepted with every parameter as offered (12.x, 13.x: 13.* checks
+ * exactly that), with a dedicated 32 KiB window each way. With `deflate: "default"` it runs
+ * the server's default memory policy instead (shared compressor and decompressor), which
+ * `pnpm autobahn` runs 12.* against as well.
  *
  * @since 0.1.0
  */
@@ -19,6 +22,11 @@ export interface TesteeOptions {
   readonly host?: string | undefined
   readonly port?: number | undefined
   readonly tls?: { readonly key: string; readonly cert: string } | undefined
+  /**
+   * `"as-offered"` (default): every offer accepted as made, dedicated 32 KiB windows.
+   * `"default"`: the server's default permessage-deflate memory policy.
+   */
+  readonly deflate?: "as-offered" | "default" | undefined
 }
 
 /**
@@ -56,9 +64,8 @@ export const options = (o: TesteeOptions = {}): WebSocketServer.Options<undefine
   port: o.port ?? 9001,
   tls: o.tls,
   ...limits,
-  perMessageDeflate: {
-    serverNoContextTakeover: false,
-    clientNoContextTakeover: false,
+  perMessageDeflate: o.deflate === "default" ? { threshold: 0 } : {
+    memory: "window32k",
     serverMaxWindowBits: 15,
     clientMaxWindowBits: 15,
     threshold: 0

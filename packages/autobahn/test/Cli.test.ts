@@ -75,10 +75,35 @@ describe("pnpm autobahn arguments", () => {
 
   it("counts every case it should have judged as failed when the run could not complete", () => {
     const whole = Runner.abortedTally(ok(Runner.parseArgs([], {}, "/repo")))
-    assert.deepStrictEqual(whole, { passed: 0, failed: 3 * 517, skipped: 0 })
-    assert.strictEqual(Gate.tallyLine(whole), "autobahn: 0 passed, 1551 failed")
+    const twelve = Cases.expectedCases({ include: ["12.*"], exclude: [] }).length
+    assert.deepStrictEqual(whole, { passed: 0, failed: 3 * 517 + twelve, skipped: 0 })
+    assert.strictEqual(Gate.tallyLine(whole), `autobahn: 0 passed, ${1551 + twelve} failed`)
+    const noPolicy = Runner.abortedTally(ok(Runner.parseArgs(["--no-default-policy"], {}, "/repo")))
+    assert.strictEqual(Gate.tallyLine(noPolicy), "autobahn: 0 passed, 1551 failed")
     const narrow = Runner.abortedTally(ok(Runner.parseArgs(["--only", "ws", "-i", "7.*"], {}, "/repo")))
     assert.strictEqual(Gate.tallyLine(narrow), "autobahn: 0 passed, 37 failed, 480 skipped")
+  })
+})
+
+describe("the second run on the default permessage-deflate policy", () => {
+  it("runs 12.* over ws:// against the testee with --deflate default, after a full run", () => {
+    const run = Runner.defaultPolicyRun(ok(Runner.parseArgs([], {}, "/repo")))!
+    assert.deepStrictEqual(run.include, ["12.*"])
+    assert.deepStrictEqual(run.transports, ["ws"])
+    assert.deepStrictEqual(run.testee.slice(-2), ["--deflate", "default"])
+    assert.strictEqual(run.reportsDir, "/repo/reports/autobahn/default-policy")
+    assert.isAbove(Cases.expectedCases(Runner.selectionOf(run)).length, 80)
+  })
+
+  it("runs only the 12.* cases the main selection holds, and none without ws:// or with --no-default-policy", () => {
+    const narrow = Runner.defaultPolicyRun(ok(Runner.parseArgs(["-i", "12.1.*", "-i", "1.*", "-x", "12.1.3"], {}, "/repo")))!
+    assert.deepStrictEqual(
+      Cases.expectedCases(Runner.selectionOf(narrow)),
+      Cases.expectedCases({ include: ["12.1.*"], exclude: ["12.1.3"] })
+    )
+    assert.isUndefined(Runner.defaultPolicyRun(ok(Runner.parseArgs(["-i", "13.*"], {}, "/repo"))))
+    assert.isUndefined(Runner.defaultPolicyRun(ok(Runner.parseArgs(["--only", "wss"], {}, "/repo"))))
+    assert.isUndefined(Runner.defaultPolicyRun(ok(Runner.parseArgs(["--no-default-policy"], {}, "/repo"))))
   })
 })
 

@@ -153,7 +153,8 @@ export const connect = (
           },
           { status: response.status, headers: response.headers },
           accepted.protocol,
-          accepted.extensionsHeader
+          accepted.extensionsHeader,
+          compression?.params
         )
         // Frames that came with the response are read on the next turn of the event loop,
         // once the caller had the chance to start consuming: a Close among them is then

@@ -14,7 +14,10 @@
  * it nothing stays with the connection: `server_no_context_takeover` compresses on a
  * deflater shared by all connections (borrowed for the span of one synchronous call), and
  * `client_no_context_takeover` returns the inflater to a small shared pool at the end of
- * each message. `memoryEstimate` gives the steady-state figure for agreed parameters.
+ * each message. The `memory` option ({@link MemoryPolicy}) chooses between the two per
+ * direction; the default, `"shared"` both ways, answers both parameters to every offer, so
+ * an idle compressed connection holds no zlib state. `memoryEstimate` gives the
+ * steady-state figure for agreed parameters.
  *
  * @since 0.1.0
  */
@@ -41,18 +44,43 @@ export const EXTENSION_NAME = "permessage-deflate"
 export interface PerMessageDeflateOptions {
   /** Offer permessage-deflate at all. Default `true` when an options object is given. */
   readonly enabled?: boolean
-  /** Always reset our compressor after each message (ask for it even if the client did not). Default `false`. */
+  /**
+   * How much zlib state a connection may hold between messages: one policy for both
+   * directions, or one per direction. Default `"shared"` both ways, which keeps an idle
+   * compressed connection to a few hundred bytes; `"window32k"` both ways is the classic
+   * per-connection behaviour (and accepts every offer as made). See {@link MemoryPolicy}.
+   */
+  readonly memory?: MemoryPolicy | {
+    readonly compressor: MemoryPolicy
+    readonly decompressor: MemoryPolicy
+  }
+  /**
+   * Always reset our compressor after each message (ask for it even if the client did
+   * not). `true` makes the compressor `"shared"` whatever `memory` says. Default: `true`
+   * when the compressor is `"shared"`, else `false`.
+   */
   readonly serverNoContextTakeover?: boolean
-  /** Ask the client to reset its compressor after each message. Default `false`. */
+  /**
+   * Ask the client to reset its compressor after each message. `true` makes the
+   * decompressor `"shared"` whatever `memory` says. Default: `true` when the decompressor
+   * is `"shared"`, else `false`.
+   */
   readonly clientNoContextTakeover?: boolean
-  /** Largest LZ77 window we compress with, 9..15. Default 15. A client may ask for less. */
+  /**
+   * Largest LZ77 window we compress with, 9..15. Default: the compressor policy's window
+   * (15 for `"shared"`). A client may ask for less.
+   */
   readonly serverMaxWindowBits?: number
   /**
    * Window we ask the client to compress with, 9..15, when its offer allows it (it sent
-   * `client_max_window_bits`); our inflater then uses that smaller window. Default 15.
+   * `client_max_window_bits`); our inflater then uses that smaller window. Default: the
+   * decompressor policy's window (15 for `"shared"`).
    */
   readonly clientMaxWindowBits?: number
-  /** zlib memLevel for compression, 1..9. Default 8. */
+  /**
+   * zlib memLevel for compression, 1..9. Default 8, or the one matched to a dedicated
+   * window (`"window1k"` 3, `"window4k"` 5, `"window8k"` 6, `"window32k"` 8).
+   */
   readonly memLevel?: number
   /**
    * zlib compression level, 0..9. Default 1: on 16 KiB JSON-like messages it was the
@@ -100,13 +128,50 @@ export const offloadStats: () => {
 } = internal.offloadStats
 
 /**
- * Options with every default filled in and every range checked.
+ * What zlib state one direction of a compressed connection keeps between messages.
+ *
+ * - `"shared"`: none. Compressor: the server answers `server_no_context_takeover` and
+ *   compresses every message of every connection on one process-wide deflater, reset after
+ *   each message. Decompressor: the server answers `client_no_context_takeover` (RFC 7692
+ *   §7.1.1.2 lets it add that even when the client did not offer it) and inflates each
+ *   message on an inflater from a small process-wide pool, held only from a message's first
+ *   frame to its last. Costs ratio on peers that repeat themselves across messages (each
+ *   message is compressed on its own) and nothing per idle connection.
+ * - `"window1k"`, `"window4k"`, `"window8k"`, `"window32k"`: a dedicated zlib context per
+ *   connection in that direction, kept for the connection's life, with a 2^10, 2^12, 2^13
+ *   or 2^15 byte LZ77 window (`*_max_window_bits` 10, 12, 13, 15) and a memLevel to match.
+ *   Messages refer back to earlier ones: the best ratio on repetitive traffic, at the
+ *   memory `memoryEstimate` gives. The client's window can only be limited when its offer
+ *   carries `client_max_window_bits`; an offer without it is served by a later offer that
+ *   has it, or else with a shared decompressor (`client_no_context_takeover`).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type MemoryPolicy = "shared" | "window1k" | "window4k" | "window8k" | "window32k"
+
+/** Window bits and matching memLevel of each dedicated policy. */
+const WINDOWS: Readonly<Record<Exclude<MemoryPolicy, "shared">, { readonly bits: number; readonly memLevel: number }>> =
+  {
+    window1k: { bits: 10, memLevel: 3 },
+    window4k: { bits: 12, memLevel: 5 },
+    window8k: { bits: 13, memLevel: 6 },
+    window32k: { bits: 15, memLevel: 8 }
+  }
+
+const isPolicy = (p: unknown): p is MemoryPolicy => p === "shared" || (typeof p === "string" && p in WINDOWS)
+
+/**
+ * Options with every default filled in and every range checked. Resolving it again gives
+ * the same options.
  *
  * @since 0.1.0
  * @category models
  */
 export interface ResolvedPerMessageDeflateOptions {
   readonly enabled: boolean
+  /** Per direction; `serverNoContextTakeover` / `clientNoContextTakeover` are true exactly when `"shared"`. */
+  readonly memory: { readonly compressor: MemoryPolicy; readonly decompressor: MemoryPolicy }
   readonly serverNoContextTakeover: boolean
   readonly clientNoContextTakeover: boolean
   readonly serverMaxWindowBits: number
@@ -135,8 +200,9 @@ export interface PerMessageDeflateParams {
 
 const DEFAULTS: ResolvedPerMessageDeflateOptions = {
   enabled: true,
-  serverNoContextTakeover: false,
-  clientNoContextTakeover: false,
+  memory: { compressor: "shared", decompressor: "shared" },
+  serverNoContextTakeover: true,
+  clientNoContextTakeover: true,
   serverMaxWindowBits: 15,
   clientMaxWindowBits: 15,
   memLevel: 8,
@@ -165,19 +231,43 @@ const intIn = (name: string, value: number | undefined, min: number, max: number
 export const resolveOptions = (
   options: PerMessageDeflateOptions | ResolvedPerMessageDeflateOptions
 ): ResolvedPerMessageDeflateOptions => {
+  if (RESOLVED.has(options)) return options as ResolvedPerMessageDeflateOptions
   const threshold = options.threshold ?? DEFAULTS.threshold
   if (!(threshold >= 0)) throw new RangeError(`permessage-deflate option threshold must be >= 0, got ${threshold}`)
   const offloadThreshold = options.offloadThreshold ?? DEFAULTS.offloadThreshold
   if (!(offloadThreshold >= 1)) {
     throw new RangeError(`permessage-deflate option offloadThreshold must be >= 1, got ${offloadThreshold}`)
   }
-  return {
+  const memory = options.memory ?? DEFAULTS.memory
+  const [compressorAsked, decompressorAsked] = typeof memory === "string"
+    ? [memory, memory]
+    : [memory.compressor, memory.decompressor]
+  if (!isPolicy(compressorAsked) || !isPolicy(decompressorAsked)) {
+    throw new RangeError(
+      `permessage-deflate option memory must be one of shared, window1k, window4k, window8k, window32k (or one per direction), got ${
+        JSON.stringify(memory)
+      }`
+    )
+  }
+  // An explicit no-context-takeover makes that direction shared: nothing to keep.
+  const compressor = options.serverNoContextTakeover === true ? "shared" : compressorAsked
+  const decompressor = options.clientNoContextTakeover === true ? "shared" : decompressorAsked
+  const serverBits = intIn("serverMaxWindowBits", options.serverMaxWindowBits, 9, 15, 15)
+  const clientBits = intIn("clientMaxWindowBits", options.clientMaxWindowBits, 9, 15, 15)
+  const resolved: ResolvedPerMessageDeflateOptions = {
     enabled: options.enabled ?? DEFAULTS.enabled,
-    serverNoContextTakeover: options.serverNoContextTakeover ?? DEFAULTS.serverNoContextTakeover,
-    clientNoContextTakeover: options.clientNoContextTakeover ?? DEFAULTS.clientNoContextTakeover,
-    serverMaxWindowBits: intIn("serverMaxWindowBits", options.serverMaxWindowBits, 9, 15, 15),
-    clientMaxWindowBits: intIn("clientMaxWindowBits", options.clientMaxWindowBits, 9, 15, 15),
-    memLevel: intIn("memLevel", options.memLevel, 1, 9, DEFAULTS.memLevel),
+    memory: { compressor, decompressor },
+    serverNoContextTakeover: compressor === "shared",
+    clientNoContextTakeover: decompressor === "shared",
+    serverMaxWindowBits: compressor === "shared" ? serverBits : Math.min(serverBits, WINDOWS[compressor].bits),
+    clientMaxWindowBits: decompressor === "shared" ? clientBits : Math.min(clientBits, WINDOWS[decompressor].bits),
+    memLevel: intIn(
+      "memLevel",
+      options.memLevel,
+      1,
+      9,
+      compressor === "shared" ? DEFAULTS.memLevel : WINDOWS[compressor].memLevel
+    ),
     level: intIn("level", options.level, 0, 9, DEFAULTS.level),
     threshold,
     offloadThreshold,
@@ -185,7 +275,12 @@ export const resolveOptions = (
       ? undefined
       : intIn("offloadConcurrency", options.offloadConcurrency, 1, 1024, 1)
   }
+  RESOLVED.add(resolved)
+  return resolved
 }
+
+/** Objects `resolveOptions` returned: resolving one again is the identity (negotiation runs per handshake). */
+const RESOLVED = new WeakSet<object>()
 
 // ---------------------------------------------------------------------------------------
 // Negotiation (RFC 7692 §5, §7.1)
@@ -272,16 +367,20 @@ export interface Negotiated {
  * Server side of RFC 7692 §5 and §7.1. Walks the client's offers in order, skips other
  * extensions, declines every permessage-deflate offer that has an unknown, duplicated or
  * malformed parameter (a value where none is allowed, none where one is required, a window
- * outside 8..15, a leading zero), and accepts the first valid one. Returns `undefined` when
- * the extension is disabled or no offer is acceptable: the handshake then goes on without
- * compression. RFC 7692 never makes the server fail the handshake over an offer (§5: it
- * "MUST decline" bad offers; failing the connection is the client's rule for bad
- * responses), so this never returns an error.
+ * outside 8..15, a leading zero), and accepts the first valid one that the memory policy
+ * serves as offered; when none does, the first valid one, served as the policy allows (a
+ * dedicated decompressor window the client cannot be held to becomes a shared decompressor).
+ * Returns `undefined` when the extension is disabled or no offer is valid: the handshake
+ * then goes on without compression. RFC 7692 never makes the server fail the handshake
+ * over an offer (§5: it "MUST decline" bad offers; failing the connection is the client's
+ * rule for bad responses), so this never returns an error.
  *
  * Agreed parameters:
- * - `server_no_context_takeover` when offered or configured, and then in the response;
- * - `client_no_context_takeover` when offered (the client announced it) or configured; in
- *   the response in both cases;
+ * - `server_no_context_takeover` when offered or when the compressor is `"shared"`, and
+ *   then in the response;
+ * - `client_no_context_takeover` when offered (the client announced it) or when the
+ *   decompressor is `"shared"` (§7.1.1.2: the server may add it); in the response in both
+ *   cases;
  * - `server_max_window_bits`: min(offered, configured), answered only when offered (the
  *   response must not carry it otherwise, and compressing with a smaller window than the
  *   client's default needs no agreement). An offer of 8 is accepted and answered with 8: zlib
@@ -290,7 +389,9 @@ export interface Negotiated {
  *   readable with a 256-byte window (checked in the tests with a real 8-bit inflater).
  * - `client_max_window_bits`: answered only when offered; min(offered value or 15,
  *   configured), written when below 15 or when the client gave a value. When not offered
- *   the client may use 15 and we inflate with 15.
+ *   the client may use 15 and we inflate with 15: a dedicated decompressor window below
+ *   15 cannot be had, so that offer is served only if no later one carries the parameter,
+ *   and then without client context takeover.
  *
  * Response order: `permessage-deflate; server_no_context_takeover;
  * client_no_context_takeover; server_max_window_bits=N; client_max_window_bits=N`.
@@ -304,36 +405,74 @@ export const negotiate = (
 ): Negotiated | undefined => {
   const o = resolveOptions(options)
   if (!o.enabled) return undefined
+  let fallback: OfferParams | undefined
   for (const offer of offers) {
     if (offer.name !== EXTENSION_NAME) continue
     const p = parseOffer(offer.params)
     if (p === undefined) continue
-    const serverNoContextTakeover = p.serverNoContextTakeover || o.serverNoContextTakeover
-    const clientNoContextTakeover = p.clientNoContextTakeover || o.clientNoContextTakeover
-    const serverMaxWindowBits = p.serverMaxWindowBits === undefined
-      ? o.serverMaxWindowBits
-      : Math.min(p.serverMaxWindowBits, o.serverMaxWindowBits)
-    const clientMaxWindowBits = p.clientMaxWindowBits === undefined
-      ? 15
-      : Math.min(p.clientMaxWindowBits === 0 ? 15 : p.clientMaxWindowBits, o.clientMaxWindowBits)
-    let response = EXTENSION_NAME
-    if (serverNoContextTakeover) response += "; server_no_context_takeover"
-    if (clientNoContextTakeover) response += "; client_no_context_takeover"
-    if (p.serverMaxWindowBits !== undefined) response += `; server_max_window_bits=${serverMaxWindowBits}`
-    if (p.clientMaxWindowBits !== undefined && (clientMaxWindowBits < 15 || p.clientMaxWindowBits !== 0)) {
-      response += `; client_max_window_bits=${clientMaxWindowBits}`
-    }
-    return {
-      params: { serverNoContextTakeover, clientNoContextTakeover, serverMaxWindowBits, clientMaxWindowBits },
-      response
-    }
+    if (servesAsOffered(p, o)) return accept(p, o)
+    fallback ??= p
   }
-  return undefined
+  return fallback === undefined ? undefined : accept(fallback, o)
+}
+
+/**
+ * Whether the policy serves this offer without changing what it asked for its direction:
+ * only a dedicated decompressor window below 15 needs `client_max_window_bits` in the offer
+ * (or no context to keep at all).
+ */
+const servesAsOffered = (p: OfferParams, o: ResolvedPerMessageDeflateOptions): boolean =>
+  o.clientNoContextTakeover || p.clientNoContextTakeover || p.clientMaxWindowBits !== undefined ||
+  o.clientMaxWindowBits === 15
+
+/**
+ * Agreements made so far, per resolved options and offer: every connection that agreed the
+ * same thing shares one `Negotiated` (its parameters and response string are kept for the
+ * connection's life). At most 2 × 2 × 9 × 10 offer shapes per options object.
+ */
+const AGREED = new WeakMap<ResolvedPerMessageDeflateOptions, Map<number, Negotiated>>()
+
+const accept = (p: OfferParams, o: ResolvedPerMessageDeflateOptions): Negotiated => {
+  const key = (p.serverNoContextTakeover ? 1 : 0) + (p.clientNoContextTakeover ? 2 : 0) +
+    (p.serverMaxWindowBits ?? 0) * 4 + (p.clientMaxWindowBits ?? 1) * 64
+  let cache = AGREED.get(o)
+  if (cache === undefined) AGREED.set(o, cache = new Map())
+  let agreed = cache.get(key)
+  if (agreed === undefined) cache.set(key, agreed = agree(p, o))
+  return agreed
+}
+
+const agree = (p: OfferParams, o: ResolvedPerMessageDeflateOptions): Negotiated => {
+  const serverNoContextTakeover = p.serverNoContextTakeover || o.serverNoContextTakeover
+  // A dedicated window the client cannot be held to (no client_max_window_bits offered)
+  // falls back to a shared decompressor.
+  const clientNoContextTakeover = p.clientNoContextTakeover || !servesAsOffered(p, o) || o.clientNoContextTakeover
+  const serverMaxWindowBits = p.serverMaxWindowBits === undefined
+    ? o.serverMaxWindowBits
+    : Math.min(p.serverMaxWindowBits, o.serverMaxWindowBits)
+  const clientMaxWindowBits = p.clientMaxWindowBits === undefined
+    ? 15
+    : Math.min(p.clientMaxWindowBits === 0 ? 15 : p.clientMaxWindowBits, o.clientMaxWindowBits)
+  let response = EXTENSION_NAME
+  if (serverNoContextTakeover) response += "; server_no_context_takeover"
+  if (clientNoContextTakeover) response += "; client_no_context_takeover"
+  if (p.serverMaxWindowBits !== undefined) response += `; server_max_window_bits=${serverMaxWindowBits}`
+  if (p.clientMaxWindowBits !== undefined && (clientMaxWindowBits < 15 || p.clientMaxWindowBits !== 0)) {
+    response += `; client_max_window_bits=${clientMaxWindowBits}`
+  }
+  return {
+    params: { serverNoContextTakeover, clientNoContextTakeover, serverMaxWindowBits, clientMaxWindowBits },
+    response
+  }
 }
 
 // ---------------------------------------------------------------------------------------
 // Client side of the negotiation (RFC 7692 §5, §7.1)
 // ---------------------------------------------------------------------------------------
+
+/** A client keeps a context per direction unless its options say otherwise (the classic offer). */
+const clientDefaults = (options: PerMessageDeflateOptions): PerMessageDeflateOptions =>
+  options.memory === undefined ? { ...options, memory: "window32k" } : options
 
 /**
  * The client's `Sec-WebSocket-Extensions` offer for these options, read from the client's
@@ -347,7 +486,7 @@ export const negotiate = (
  * @category negotiation
  */
 export const clientOffer = (options: PerMessageDeflateOptions = {}): string | undefined => {
-  const o = resolveOptions(options)
+  const o = resolveOptions(clientDefaults(options))
   if (!o.enabled) return undefined
   let offer = EXTENSION_NAME
   if (o.serverNoContextTakeover) offer += "; server_no_context_takeover"
@@ -374,7 +513,7 @@ export const acceptResponse = (
   response: ExtensionOffer,
   options: PerMessageDeflateOptions = {}
 ): PerMessageDeflateParams | HandshakeResponseError => {
-  const o = resolveOptions(options)
+  const o = resolveOptions(clientDefaults(options))
   const refuse = (detail: string) => new HandshakeResponseError({ reason: "Extensions", detail })
   if (response.name !== EXTENSION_NAME) return refuse(`${response.name} is not ${EXTENSION_NAME}`)
   const p = parseOffer(response.params)
@@ -458,6 +597,20 @@ export const releaseSharedContexts = (): void => internal.releaseIdleContexts()
 // ---------------------------------------------------------------------------------------
 
 /**
+ * Where a codec reports the bytes it compressed and inflated (metrics), called
+ * synchronously once per compressed message and once per inflated piece. Both counts of a
+ * call belong to the same data: `uncompressed` bytes went in (or came out) as `compressed`
+ * bytes of payload on the wire.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface DeflateMeter {
+  readonly compressed: (uncompressed: number, compressed: number) => void
+  readonly inflated: (compressed: number, uncompressed: number) => void
+}
+
+/**
  * One connection's permessage-deflate state. Everything is synchronous. zlib contexts are
  * created on first use; `close()` frees them.
  *
@@ -488,10 +641,18 @@ export class PerMessageDeflate {
   /** Set after a decompression failure: the inflate stream cannot be resumed. */
   private broken: InvalidPayloadError | MessageTooBigError | InternalError | undefined = undefined
 
-  constructor(params: PerMessageDeflateParams, options: PerMessageDeflateOptions = {}, role: Role = "server") {
+  private readonly meter: DeflateMeter | undefined
+
+  constructor(
+    params: PerMessageDeflateParams,
+    options: PerMessageDeflateOptions = {},
+    role: Role = "server",
+    meter?: DeflateMeter
+  ) {
     const o = resolveOptions(options)
     this.params = params
     this.role = role
+    this.meter = meter
     this.level = o.level
     this.memLevel = o.memLevel
     this.threshold = o.threshold
@@ -524,9 +685,14 @@ export class PerMessageDeflate {
    * @since 0.1.0
    */
   compress(data: Uint8Array): Buffer {
-    if (this.deflateNoTakeover || this.closed) {
-      return PerMessageDeflate.compressStandalone(data, this.deflateBits, this.level, this.memLevel)
-    }
+    const out = this.deflateNoTakeover || this.closed
+      ? PerMessageDeflate.compressStandalone(data, this.deflateBits, this.level, this.memLevel)
+      : this.compressOwn(data)
+    this.meter?.compressed(data.length, out.length)
+    return out
+  }
+
+  private compressOwn(data: Uint8Array): Buffer {
     let z = this.deflater
     if (z === undefined) {
       const made = internal.openContext("deflate", this.deflateBits, this.level, this.memLevel)
@@ -561,7 +727,17 @@ export class PerMessageDeflate {
    */
   compressOffloaded(data: Uint8Array, done: (payload: Buffer) => void): void {
     if (this.deflater !== undefined) internal.resetContext(this.deflater)
-    internal.deflateOffloaded(data, this.deflateBits, this.level, this.memLevel, done)
+    const meter = this.meter
+    internal.deflateOffloaded(
+      data,
+      this.deflateBits,
+      this.level,
+      this.memLevel,
+      meter === undefined ? done : (payload) => {
+        meter.compressed(data.length, payload.length)
+        done(payload)
+      }
+    )
   }
 
   /**
@@ -603,6 +779,7 @@ export class PerMessageDeflate {
       this.inflater = undefined
       internal.releaseInflater(z)
     }
+    this.meter?.inflated(data.length, out.length)
     return out
   }
 

@@ -1,4 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
+import { jsonText, ok } from "./helpers.js"
 import { FastCheck } from "effect"
 import * as Zlib from "node:zlib"
 import { InternalError, InvalidPayloadError, MessageTooBigError } from "../src/Errors.js"
@@ -15,7 +16,7 @@ import {
   releaseSharedContexts,
   resolveOptions
 } from "../src/PerMessageDeflate.js"
-import type { PerMessageDeflateParams } from "../src/PerMessageDeflate.js"
+import type { MemoryPolicy, PerMessageDeflateOptions, PerMessageDeflateParams } from "../src/PerMessageDeflate.js"
 import { runs } from "./helpers.js"
 
 const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ""), "hex")
@@ -51,91 +52,83 @@ const randomBytes = (n: number, seed: number): Buffer => {
   return out
 }
 
-/** Unwraps a successful decompression; fails the test with the error otherwise. */
-const ok = (r: Buffer | InvalidPayloadError | MessageTooBigError | InternalError): Buffer => {
-  if (!Buffer.isBuffer(r)) assert.fail(`expected bytes, got ${r._tag}: ${r.message}`)
-  return r
-}
 
-/** Text with plenty of repeats, deterministic. */
-const jsonText = (n: number, seed = 1): Buffer => {
-  let s = seed
-  const rnd = (k: number) => ((s = (s * 1103515245 + 12345) & 0x7fffffff) % k)
-  const words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"]
-  let out = ""
-  while (out.length < n) out += JSON.stringify({ id: rnd(100000), name: words[rnd(8)], ok: rnd(2) === 1 }) + ","
-  return Buffer.from(out.slice(0, n))
-}
 
-describe("RFC 7692 §5 / §7.1 negotiation (server)", () => {
+/** Negotiation under the policy that accepts each offer as made (dedicated 32 KiB windows). */
+const negotiateAsOffered = (offers: ReadonlyArray<ExtensionOffer>, options: PerMessageDeflateOptions = {}) =>
+  negotiate(offers, { memory: "window32k", ...options })
+
+describe("RFC 7692 §5 / §7.1 negotiation (server), memory \"window32k\": each offer as made", () => {
   it("accepts a bare offer with the default response", () => {
-    const r = negotiate([offer()], {})
+    const r = negotiateAsOffered([offer()], {})
     assert.deepStrictEqual(r, { params: DEFAULT_PARAMS, response: "permessage-deflate" })
   })
 
   it("returns undefined when disabled, with no offer, or with other extensions only", () => {
-    assert.isUndefined(negotiate([offer()], { enabled: false }))
-    assert.isUndefined(negotiate([], {}))
-    assert.isUndefined(negotiate([{ name: "x-webkit-deflate-frame", params: [] }], {}))
+    assert.isUndefined(negotiateAsOffered([offer()], { enabled: false }))
+    assert.isUndefined(negotiateAsOffered([], {}))
+    assert.isUndefined(negotiateAsOffered([{ name: "x-webkit-deflate-frame", params: [] }], {}))
   })
 
   it("§7.1.1.1 server_no_context_takeover: offered, or forced by options", () => {
-    const a = negotiate([offer("server_no_context_takeover")], {})!
+    const a = negotiateAsOffered([offer("server_no_context_takeover")], {})!
     assert.strictEqual(a.response, "permessage-deflate; server_no_context_takeover")
     assert.isTrue(a.params.serverNoContextTakeover)
-    const b = negotiate([offer()], { serverNoContextTakeover: true })!
+    const b = negotiateAsOffered([offer()], { serverNoContextTakeover: true })!
     assert.strictEqual(b.response, "permessage-deflate; server_no_context_takeover")
     assert.isTrue(b.params.serverNoContextTakeover)
   })
 
   it("§7.1.1.2 client_no_context_takeover: offered (echoed), or asked for by options", () => {
-    const a = negotiate([offer("client_no_context_takeover")], {})!
+    const a = negotiateAsOffered([offer("client_no_context_takeover")], {})!
     assert.strictEqual(a.response, "permessage-deflate; client_no_context_takeover")
     assert.isTrue(a.params.clientNoContextTakeover)
-    const b = negotiate([offer()], { clientNoContextTakeover: true })!
+    const b = negotiateAsOffered([offer()], { clientNoContextTakeover: true })!
     assert.strictEqual(b.response, "permessage-deflate; client_no_context_takeover")
     assert.isTrue(b.params.clientNoContextTakeover)
   })
 
   it("§7.1.2.1 server_max_window_bits: same or smaller value answered; absent when not offered", () => {
     for (let bits = 8; bits <= 15; bits++) {
-      const r = negotiate([offer(`server_max_window_bits=${bits}`)], {})!
+      const r = negotiateAsOffered([offer(`server_max_window_bits=${bits}`)], {})!
       assert.strictEqual(r.response, `permessage-deflate; server_max_window_bits=${bits}`)
       assert.strictEqual(r.params.serverMaxWindowBits, bits)
     }
-    const smaller = negotiate([offer("server_max_window_bits=12")], { serverMaxWindowBits: 10 })!
+    const smaller = negotiateAsOffered([offer("server_max_window_bits=12")], { serverMaxWindowBits: 10 })!
     assert.strictEqual(smaller.response, "permessage-deflate; server_max_window_bits=10")
     assert.strictEqual(smaller.params.serverMaxWindowBits, 10)
     // Not offered: we may still compress with a smaller window, but must not say so.
-    const quiet = negotiate([offer()], { serverMaxWindowBits: 10 })!
+    const quiet = negotiateAsOffered([offer()], { serverMaxWindowBits: 10 })!
     assert.strictEqual(quiet.response, "permessage-deflate")
     assert.strictEqual(quiet.params.serverMaxWindowBits, 10)
   })
 
   it("§7.1.2.2 client_max_window_bits: only answered when offered, with or without a value", () => {
-    const bare = negotiate([offer("client_max_window_bits")], {})!
+    const bare = negotiateAsOffered([offer("client_max_window_bits")], {})!
     assert.strictEqual(bare.response, "permessage-deflate")
     assert.strictEqual(bare.params.clientMaxWindowBits, 15)
-    const asked = negotiate([offer("client_max_window_bits")], { clientMaxWindowBits: 10 })!
+    const asked = negotiateAsOffered([offer("client_max_window_bits")], { clientMaxWindowBits: 10 })!
     assert.strictEqual(asked.response, "permessage-deflate; client_max_window_bits=10")
     assert.strictEqual(asked.params.clientMaxWindowBits, 10)
-    const valued = negotiate([offer("client_max_window_bits=12")], {})!
+    const valued = negotiateAsOffered([offer("client_max_window_bits=12")], {})!
     assert.strictEqual(valued.response, "permessage-deflate; client_max_window_bits=12")
     assert.strictEqual(valued.params.clientMaxWindowBits, 12)
-    const lower = negotiate([offer("client_max_window_bits=12")], { clientMaxWindowBits: 9 })!
+    const lower = negotiateAsOffered([offer("client_max_window_bits=12")], { clientMaxWindowBits: 9 })!
     assert.strictEqual(lower.response, "permessage-deflate; client_max_window_bits=9")
     assert.strictEqual(lower.params.clientMaxWindowBits, 9)
-    const keep = negotiate([offer("client_max_window_bits=8")], { clientMaxWindowBits: 12 })!
+    const keep = negotiateAsOffered([offer("client_max_window_bits=8")], { clientMaxWindowBits: 12 })!
     assert.strictEqual(keep.response, "permessage-deflate; client_max_window_bits=8")
     assert.strictEqual(keep.params.clientMaxWindowBits, 8)
-    // Not offered: the client may use 15, and the response must not carry the parameter.
-    const none = negotiate([offer()], { clientMaxWindowBits: 10 })!
-    assert.strictEqual(none.response, "permessage-deflate")
+    // Not offered: the client may use 15, and the response must not carry the parameter; a
+    // smaller dedicated window cannot be had, so the client is asked to keep no context.
+    const none = negotiateAsOffered([offer()], { clientMaxWindowBits: 10 })!
+    assert.strictEqual(none.response, "permessage-deflate; client_no_context_takeover")
     assert.strictEqual(none.params.clientMaxWindowBits, 15)
+    assert.isTrue(none.params.clientNoContextTakeover)
   })
 
   it("writes every parameter in a fixed order", () => {
-    const r = negotiate(
+    const r = negotiateAsOffered(
       [offer("client_max_window_bits", "server_max_window_bits=10", "client_no_context_takeover", "server_no_context_takeover")],
       { clientMaxWindowBits: 11 }
     )!
@@ -169,11 +162,11 @@ describe("RFC 7692 §5 / §7.1 negotiation (server)", () => {
         [`client_max_window_bits=${v}`]
       ])
     ]
-    for (const b of bad) assert.isUndefined(negotiate([offer(...b)], {}), JSON.stringify(b))
+    for (const b of bad) assert.isUndefined(negotiateAsOffered([offer(...b)], {}), JSON.stringify(b))
   })
 
   it("§5 walks offers in order and accepts the first acceptable one", () => {
-    const r = negotiate(
+    const r = negotiateAsOffered(
       [
         { name: "x-webkit-deflate-frame", params: [] },
         offer("server_max_window_bits=16"),
@@ -183,7 +176,7 @@ describe("RFC 7692 §5 / §7.1 negotiation (server)", () => {
       { clientMaxWindowBits: 12 }
     )!
     assert.strictEqual(r.response, "permessage-deflate; server_no_context_takeover; client_max_window_bits=12")
-    assert.isUndefined(negotiate([offer("foo"), offer("server_max_window_bits=07")], {}))
+    assert.isUndefined(negotiateAsOffered([offer("foo"), offer("server_max_window_bits=07")], {}))
   })
 
   it("§7.1.3 offer examples, through the Sec-WebSocket-Extensions parser", () => {
@@ -193,15 +186,15 @@ describe("RFC 7692 §5 / §7.1 negotiation (server)", () => {
       return r as ReadonlyArray<ExtensionOffer>
     }
     assert.strictEqual(
-      negotiate(parse("permessage-deflate; client_max_window_bits; server_max_window_bits=10, permessage-deflate; client_max_window_bits"), {})!.response,
+      negotiateAsOffered(parse("permessage-deflate; client_max_window_bits; server_max_window_bits=10, permessage-deflate; client_max_window_bits"), {})!.response,
       "permessage-deflate; server_max_window_bits=10"
     )
     assert.strictEqual(
-      negotiate(parse("permessage-deflate; server_max_window_bits=\"10\""), {})!.response,
+      negotiateAsOffered(parse("permessage-deflate; server_max_window_bits=\"10\""), {})!.response,
       "permessage-deflate; server_max_window_bits=10"
     )
     assert.strictEqual(
-      negotiate(parse("permessage-deflate; server_max_window_bits=010, permessage-deflate"), {})!.response,
+      negotiateAsOffered(parse("permessage-deflate; server_max_window_bits=010, permessage-deflate"), {})!.response,
       "permessage-deflate"
     )
   })
@@ -216,10 +209,13 @@ describe("RFC 7692 §5 / §7.1 negotiation (server)", () => {
     assert.throws(() => resolveOptions({ offloadConcurrency: 0 }), RangeError)
     assert.throws(() => resolveOptions({ offloadConcurrency: 1.5 }), RangeError)
     assert.throws(() => PerMessageDeflate.compressStandalone(Buffer.from("x"), 16), RangeError)
+    assert.throws(() => resolveOptions({ memory: "window2k" as MemoryPolicy }), RangeError)
+    assert.throws(() => resolveOptions({ memory: { compressor: "shared", decompressor: "big" as MemoryPolicy } }), RangeError)
     assert.deepStrictEqual(resolveOptions({}), {
       enabled: true,
-      serverNoContextTakeover: false,
-      clientNoContextTakeover: false,
+      memory: { compressor: "shared", decompressor: "shared" },
+      serverNoContextTakeover: true,
+      clientNoContextTakeover: true,
       serverMaxWindowBits: 15,
       clientMaxWindowBits: 15,
       memLevel: 8,

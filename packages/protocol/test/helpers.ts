@@ -1,6 +1,8 @@
 import { encodeFrame } from "../src/Frame.js"
 import { Connection } from "../src/Connection.js"
 import type { ConnectionEvent, ConnectionOptions } from "../src/Connection.js"
+import { assert } from "@effect/vitest"
+import type { InternalError, InvalidPayloadError, MessageTooBigError } from "../src/Errors.js"
 
 /**
  * A property's number of runs, scaled by PROPERTY_RUNS_SCALE (default 1): mutation testing
@@ -64,3 +66,19 @@ export const splitAt = (bytes: Uint8Array, cuts: ReadonlyArray<number>): Array<U
 /** Events in a comparable form (Buffers as hex). */
 export const plain = (events: ReadonlyArray<ConnectionEvent>): Array<unknown> =>
   events.map((e) => ("data" in e && typeof e.data !== "string" ? { ...e, data: Buffer.from(e.data).toString("hex") } : e))
+
+/** Unwraps a successful decompression; fails the test with the error otherwise. */
+export const ok = (r: Buffer | InvalidPayloadError | MessageTooBigError | InternalError): Buffer => {
+  if (!Buffer.isBuffer(r)) assert.fail(`expected bytes, got ${r._tag}: ${r.message}`)
+  return r
+}
+
+/** Text with plenty of repeats, deterministic. */
+export const jsonText = (n: number, seed = 1): Buffer => {
+  let s = seed
+  const rnd = (k: number) => ((s = (s * 1103515245 + 12345) & 0x7fffffff) % k)
+  const words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"]
+  let out = ""
+  while (out.length < n) out += JSON.stringify({ id: rnd(100000), name: words[rnd(8)], ok: rnd(2) === 1 }) + ","
+  return Buffer.from(out.slice(0, n))
+}

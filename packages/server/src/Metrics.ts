@@ -4,6 +4,7 @@
  *
  * @since 0.1.0
  */
+import type { DeflateMeter } from "@effect-websocket/protocol/PerMessageDeflate"
 import { Metric, MetricBoundaries } from "effect"
 
 /** @since 0.1.0 @category metrics */
@@ -111,3 +112,43 @@ export const broadcastCompressions = Metric.counter("websocket_broadcast_compres
   description: "Shared permessage-deflate compressions (one per publish and compression setting)",
   incremental: true
 })
+/** @since 0.1.0 @category metrics */
+export const deflateUncompressedBytesSent = Metric.counter("websocket_deflate_uncompressed_bytes_sent_total", {
+  description: "Bytes of messages sent compressed, before compression (permessage-deflate)",
+  incremental: true
+})
+/** @since 0.1.0 @category metrics */
+export const deflateCompressedBytesSent = Metric.counter("websocket_deflate_compressed_bytes_sent_total", {
+  description: "Payload bytes of messages sent compressed, after compression (permessage-deflate)",
+  incremental: true
+})
+/** @since 0.1.0 @category metrics */
+export const deflateCompressedBytesReceived = Metric.counter("websocket_deflate_compressed_bytes_received_total", {
+  description: "Payload bytes of compressed messages received, before inflating (permessage-deflate)",
+  incremental: true
+})
+/** @since 0.1.0 @category metrics */
+export const deflateUncompressedBytesReceived = Metric.counter("websocket_deflate_uncompressed_bytes_received_total", {
+  description: "Bytes of compressed messages received, after inflating (permessage-deflate)",
+  incremental: true
+})
+
+const NO_TAGS: Array<never> = []
+
+/**
+ * What every server connection's permessage-deflate codec reports to: the four
+ * `websocket_deflate_*` counters above, whose quotients are the compression ratio each way.
+ *
+ * @since 0.1.0
+ * @category metrics
+ */
+export const deflateMeter: DeflateMeter = {
+  compressed: (uncompressed, compressed) => {
+    deflateUncompressedBytesSent.unsafeUpdate(uncompressed, NO_TAGS)
+    deflateCompressedBytesSent.unsafeUpdate(compressed, NO_TAGS)
+  },
+  inflated: (compressed, uncompressed) => {
+    deflateCompressedBytesReceived.unsafeUpdate(compressed, NO_TAGS)
+    deflateUncompressedBytesReceived.unsafeUpdate(uncompressed, NO_TAGS)
+  }
+}

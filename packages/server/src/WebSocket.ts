@@ -3,6 +3,7 @@
  *
  * @since 0.1.0
  */
+import type { PerMessageDeflateParams } from "@effect-websocket/protocol/PerMessageDeflate"
 import type { Effect, Sink, Stream } from "effect"
 import type { InvalidSendError, ProtocolError, WebSocketClosedError } from "./Errors.js"
 
@@ -91,6 +92,12 @@ export interface WebSocket<Data = unknown> {
   readonly protocol: string | undefined
   /** The negotiated `Sec-WebSocket-Extensions` response value, if any. */
   readonly extensions: string | undefined
+  /**
+   * The permessage-deflate parameters agreed (what `extensions` says, parsed), or
+   * `undefined` without compression. `serverNoContextTakeover` / `clientNoContextTakeover`
+   * tell which directions keep no state between messages (the `"shared"` memory policy).
+   */
+  readonly deflate: PerMessageDeflateParams | undefined
   /** Typed per-connection data from the upgrade hook. */
   readonly data: Data
   /**

@@ -169,6 +169,7 @@ describe("Broadcast.Topics: fan-out", () => {
               protocol: ws.protocol,
               extensions: ws.extensions,
               sink: ws.sink,
+              deflate: ws.deflate,
               data: ws.data,
               messages: ws.messages,
               run: ws.run,
@@ -360,7 +361,9 @@ describe("Broadcast.Topics: permessage-deflate (RFC 7692)", () => {
 
   it.scopedLive("context takeover: each connection compresses with its own deflater; plain peers get plain frames", () =>
     Effect.gen(function*() {
-      const { server, subscribers, topics } = yield* setup({ server: { perMessageDeflate: { threshold: 64 } } })
+      const { server, subscribers, topics } = yield* setup({
+        server: { perMessageDeflate: { memory: "window32k", threshold: 64 } }
+      })
       const port = server.address.port
       const compressed = yield* connectMany(`${server.url}/room`, 3, { perMessageDeflate: true })
       const plainClient = yield* connect(`${server.url}/room`)

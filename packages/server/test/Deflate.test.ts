@@ -4,6 +4,7 @@ import * as net from "node:net"
 import * as zlib from "node:zlib"
 import type { WebSocket as Ws } from "../src/WebSocket.js"
 import { offloadStats } from "@effect-websocket/protocol/PerMessageDeflate"
+import type { PerMessageDeflateOptions } from "@effect-websocket/protocol/PerMessageDeflate"
 import * as WebSocketServer from "../src/WebSocketServer.js"
 import { clientFrame, connect, rawExchange, recorder, responseHeaders, within } from "./utils.js"
 
@@ -20,35 +21,90 @@ type ClientPmd = {
   clientMaxWindowBits?: number
 }
 
-const cases: Array<[string, ClientPmd, RegExp]> = [
-  ["defaults (client_max_window_bits offered without a value)", {}, /^permessage-deflate(; client_max_window_bits=15)?$/],
-  ["server_no_context_takeover", { serverNoContextTakeover: true }, /server_no_context_takeover/],
-  ["client_no_context_takeover", { clientNoContextTakeover: true }, /client_no_context_takeover/],
-  ["server_max_window_bits=10", { serverMaxWindowBits: 10 }, /server_max_window_bits=10/],
-  ["client_max_window_bits=9", { clientMaxWindowBits: 9 }, /client_max_window_bits=9/],
-  ["every parameter at once", { serverNoContextTakeover: true, clientNoContextTakeover: true, serverMaxWindowBits: 9, clientMaxWindowBits: 11 },
-    /server_no_context_takeover.*client_no_context_takeover|client_no_context_takeover.*server_no_context_takeover/]
+const PMD = "permessage-deflate"
+const BOTH = "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+
+/** ws client options; its offers always carry client_max_window_bits (as Chromium's and python-websockets' do). */
+const offers: Array<[string, ClientPmd]> = [
+  ["client_max_window_bits without a value (ws, Chromium, python-websockets)", {}],
+  ["server_no_context_takeover", { serverNoContextTakeover: true }],
+  ["client_no_context_takeover", { clientNoContextTakeover: true }],
+  ["server_max_window_bits=10", { serverMaxWindowBits: 10 }],
+  ["client_max_window_bits=9", { clientMaxWindowBits: 9 }],
+  ["every parameter at once", { serverNoContextTakeover: true, clientNoContextTakeover: true, serverMaxWindowBits: 9, clientMaxWindowBits: 11 }]
+]
+
+/**
+ * The parameters a response states (RFC 7692 §7.1), read independently of the server's
+ * code; `serverCap` is the window the server compresses with when it need not say so.
+ */
+const paramsOf = (response: string, serverCap: number) => {
+  const bits = (name: string) => Number(new RegExp(`${name}=(\\d+)`).exec(response)?.[1] ?? 15)
+  return {
+    serverNoContextTakeover: response.includes("server_no_context_takeover"),
+    clientNoContextTakeover: response.includes("client_no_context_takeover"),
+    serverMaxWindowBits: Math.min(serverCap, bits("server_max_window_bits")),
+    clientMaxWindowBits: bits("client_max_window_bits")
+  }
+}
+
+/** Per memory policy, the exact response to each of `offers`. */
+const policies: Array<[string, PerMessageDeflateOptions, ReadonlyArray<string>, number]> = [
+  ["the default (shared)", {}, [
+    BOTH,
+    BOTH,
+    BOTH,
+    `${BOTH}; server_max_window_bits=10`,
+    `${BOTH}; client_max_window_bits=9`,
+    `${BOTH}; server_max_window_bits=9; client_max_window_bits=11`
+  ], 15],
+  ["window32k", { memory: "window32k" }, [
+    PMD,
+    `${PMD}; server_no_context_takeover`,
+    `${PMD}; client_no_context_takeover`,
+    `${PMD}; server_max_window_bits=10`,
+    `${PMD}; client_max_window_bits=9`,
+    `${BOTH}; server_max_window_bits=9; client_max_window_bits=11`
+  ], 15],
+  ["window4k", { memory: "window4k" }, [
+    `${PMD}; client_max_window_bits=12`,
+    `${PMD}; server_no_context_takeover; client_max_window_bits=12`,
+    `${PMD}; client_no_context_takeover; client_max_window_bits=12`,
+    `${PMD}; server_max_window_bits=10; client_max_window_bits=12`,
+    `${PMD}; client_max_window_bits=9`,
+    `${BOTH}; server_max_window_bits=9; client_max_window_bits=11`
+  ], 12]
 ]
 
 describe("RFC 7692 with the ws client", () => {
-  for (const [name, pmd, expected] of cases) {
-    it.scopedLive(`negotiates ${name} and echoes compressed messages both ways`, () =>
-      Effect.gen(function*() {
-        const server = yield* WebSocketServer.make({ handler: echo, perMessageDeflate: { threshold: 0 } })
-        const client = yield* connect(server.url, { perMessageDeflate: { ...pmd, threshold: 0 } })
-        const rec = recorder(client)
-        assert.match(responseHeaders(client)["sec-websocket-extensions"] ?? "", expected)
-        const messages = [jsonish(200, 1), jsonish(200, 1), jsonish(300, 2), "short", jsonish(2000, 3)]
-        for (const m of messages) client.send(m)
-        client.send(Buffer.from(jsonish(100, 4)))
-        yield* rec.waitMessages(messages.length + 1)
-        assert.deepStrictEqual(rec.messages.slice(0, messages.length).map((m) => m.data), messages)
-        assert.isTrue(rec.messages[messages.length]!.isBinary)
-        const total = messages.reduce((n, m) => n + m.length, 0)
-        // what came back over TCP is far smaller than the text: it was compressed
-        const socket = (client as unknown as { _socket: net.Socket })._socket
-        assert.isBelow(socket.bytesRead, total / 3)
-      }))
+  for (const [policy, options, responses, serverCap] of policies) {
+    offers.forEach(([name, pmd], i) => {
+      it.scopedLive(`${policy}: negotiates ${name} and echoes compressed messages both ways`, () =>
+        Effect.gen(function*() {
+          const seen = yield* Deferred.make<[string | undefined, unknown]>()
+          const server = yield* WebSocketServer.make({
+            handler: (ws) => Effect.zipRight(Deferred.succeed(seen, [ws.extensions, ws.deflate]), echo(ws)),
+            perMessageDeflate: { ...options, threshold: 0 }
+          })
+          const client = yield* connect(server.url, { perMessageDeflate: { ...pmd, threshold: 0 } })
+          const rec = recorder(client)
+          assert.strictEqual(responseHeaders(client)["sec-websocket-extensions"], responses[i])
+          // the handler sees the same response and its parameters parsed
+          const [extensions, deflate] = yield* Deferred.await(seen)
+          assert.strictEqual(extensions, responses[i])
+          assert.deepStrictEqual(deflate, paramsOf(responses[i]!, serverCap))
+          const messages = [jsonish(200, 1), jsonish(200, 1), jsonish(300, 2), "short", jsonish(2000, 3)]
+          for (const m of messages) client.send(m)
+          client.send(Buffer.from(jsonish(100, 4)))
+          yield* rec.waitMessages(messages.length + 1)
+          assert.deepStrictEqual(rec.messages.slice(0, messages.length).map((m) => m.data), messages)
+          assert.isTrue(rec.messages[messages.length]!.isBinary)
+          const total = messages.reduce((n, m) => n + m.length, 0)
+          // what came back over TCP is far smaller than the text: it was compressed
+          const socket = (client as unknown as { _socket: net.Socket })._socket
+          assert.isBelow(socket.bytesRead, total / 3)
+        }))
+    })
   }
 
   it.scopedLive("declines compression when the server has it off, and when the offer is malformed", () =>

@@ -1,5 +1,5 @@
 /**
- * `pnpm testee --port <p> [--host 127.0.0.1] [--tls --cert F --key F]`: runs the echo
+ * `pnpm testee --port <p> [--host 127.0.0.1] [--tls --cert F --key F] [--deflate as-offered|default]`: runs the echo
  * testee in the foreground, prints `listening ws://…` when ready, exits cleanly on
  * SIGINT/SIGTERM (the Layer is released: 1001 to open connections, then exit).
  */
@@ -19,7 +19,8 @@ const { values } = parseArgs({
     host: { type: "string", default: "127.0.0.1" },
     tls: { type: "boolean", default: false },
     cert: { type: "string" },
-    key: { type: "string" }
+    key: { type: "string" },
+    deflate: { type: "string", default: "as-offered" }
   }
 })
 
@@ -35,7 +36,10 @@ const tlsMaterial = Effect.gen(function*() {
 
 const main = Effect.gen(function*() {
   const tls = yield* tlsMaterial
-  const server = Testee.layer({ host: values.host, port: Number(values.port), tls })
+  if (values.deflate !== "as-offered" && values.deflate !== "default") {
+    return yield* Effect.dieMessage(`--deflate takes as-offered or default, got ${values.deflate}`)
+  }
+  const server = Testee.layer({ host: values.host, port: Number(values.port), tls, deflate: values.deflate })
   return yield* Layer.launch(
     Layer.effectDiscard(Effect.flatMap(WebSocketServer.WebSocketServer, (s) => Console.log(`listening ${s.url}`))).pipe(
       Layer.provideMerge(server)

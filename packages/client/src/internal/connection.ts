@@ -1,4 +1,5 @@
 import type { Connection } from "@effect-websocket/protocol/Connection"
+import type { PerMessageDeflateParams } from "@effect-websocket/protocol/PerMessageDeflate"
 import type { ProtocolError } from "@effect-websocket/protocol/Errors"
 import { InternalError, InvalidSendError, PolicyViolationError } from "@effect-websocket/protocol/Errors"
 import { WebSocketClosedError } from "@effect-websocket/server/Errors"
@@ -78,7 +79,9 @@ export class ClientConnection implements WebSocket<undefined> {
     readonly request: RequestInfo,
     readonly response: ResponseInfo,
     readonly protocol: string | undefined,
-    readonly extensions: string | undefined
+    readonly extensions: string | undefined,
+    /** The permessage-deflate parameters agreed, if any (what `extensions` says, parsed). */
+    readonly deflate: PerMessageDeflateParams | undefined = undefined
   ) {
     this.messages = Stream.repeatEffectChunkOption(Effect.suspend(() => this.take()))
     socket.on("data", (chunk: Buffer) => this.onData(chunk))

@@ -186,7 +186,13 @@ export const resolveOptions = (o: ConnectOptions = {}): ResolvedOptions | Invali
   let perMessageDeflate: PerMessageDeflateOptions | undefined = undefined
   let deflateOffer: string | undefined = undefined
   if (o.perMessageDeflate !== undefined && o.perMessageDeflate !== false) {
-    perMessageDeflate = { ...(o.perMessageDeflate === true ? {} : o.perMessageDeflate), offloadThreshold: Infinity }
+    // The client keeps a context per direction unless told otherwise: its offer is the classic one
+    // (the server decides what it answers; its memory policy is a server concern).
+    perMessageDeflate = {
+      memory: "window32k",
+      ...(o.perMessageDeflate === true ? {} : o.perMessageDeflate),
+      offloadThreshold: Infinity
+    }
     try {
       deflateOffer = clientOffer(perMessageDeflate)
     } catch (e) {

@@ -82,8 +82,10 @@ export class FrameDecoder {
   private spill: Buffer | undefined = undefined
   private spilled = 0
   private remaining = 0
-  // a slice of Node's shared pool: no ArrayBuffer of its own per connection
-  private readonly maskKey: Uint8Array = Buffer.allocUnsafe(4)
+  // Its own 4 bytes (V8 keeps typed arrays this small inside the object: no ArrayBuffer of
+  // its own), not a slice of Buffer's shared 8 KiB pool: a slice kept for the connection's
+  // life keeps the whole slab alive, with whatever else was cut from it.
+  private readonly maskKey: Uint8Array = new Uint8Array(4)
   private maskPos = 0
   private readonly header: FrameHeader = { fin: false, rsv1: false, opcode: 0, masked: false, length: 0 }
   private readonly expectMasked: boolean

@@ -302,12 +302,14 @@ export class Registry {
     const opcode = text ? Opcode.Text : Opcode.Binary
     let payload: Uint8Array | undefined = undefined
     let plain: Buffer | undefined = undefined
-    let shared: Map<string, Buffer> | undefined = undefined
+    let shared: Map<string, { readonly frame: Buffer; readonly size: number }> | undefined = undefined
     let slow: Array<Member> | undefined = undefined
     let sent = 0
     let skipped = 0
     let closed = 0
     let compressed = 0
+    let deflatedIn = 0
+    let deflatedOut = 0
     let rawFrames = 0
     let rawBytes = 0
     for (const [member, policy] of subs) {
@@ -341,14 +343,16 @@ export class Registry {
         if (conn.sendNow(message)) sent++
         continue
       } else {
-        const cached = shared?.get(d.key)
-        if (cached !== undefined) {
-          frame = cached
-        } else {
-          frame = frameOf(opcode, true, PerMessageDeflate.compressStandalone(payload, d.windowBits, d.level, d.memLevel))
-          ;(shared ??= new Map()).set(d.key, frame)
+        let cached = shared?.get(d.key)
+        if (cached === undefined) {
+          const deflated = PerMessageDeflate.compressStandalone(payload, d.windowBits, d.level, d.memLevel)
+          cached = { frame: frameOf(opcode, true, deflated), size: deflated.length }
+          ;(shared ??= new Map()).set(d.key, cached)
           compressed++
         }
+        frame = cached.frame
+        deflatedIn += payload.length
+        deflatedOut += cached.size
       }
       conn.writeFrame(frame)
       sent++
@@ -370,6 +374,8 @@ export class Registry {
     if (skipped > 0) dropped.unsafeUpdate(skipped, NO_TAGS)
     if (closed > 0) slowClosed.unsafeUpdate(closed, NO_TAGS)
     if (compressed > 0) compressions.unsafeUpdate(compressed, NO_TAGS)
+    // Counted per copy sent, like the bytes a connection's own codec compresses.
+    if (deflatedIn > 0) Metrics.deflateMeter.compressed(deflatedIn, deflatedOut)
     if (rawFrames > 0) {
       Metrics.messagesSent.unsafeUpdate(rawFrames, NO_TAGS)
       Metrics.bytesSent.unsafeUpdate(rawBytes, NO_TAGS)

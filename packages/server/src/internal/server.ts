@@ -297,7 +297,7 @@ export class Engine<Data, E, R, E2, R2> implements Owner {
     if (pmd !== undefined && request.extensions.length > 0) {
       const agreed = negotiate(request.extensions, pmd)
       if (agreed !== undefined) {
-        compression = new PerMessageDeflate(agreed.params, pmd)
+        compression = new PerMessageDeflate(agreed.params, pmd, "server", Metrics.deflateMeter)
         extensions = agreed.response
       }
     }
