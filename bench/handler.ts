@@ -13,6 +13,7 @@ import { Effect, Stream } from "effect"
 import { Duplex } from "node:stream"
 import { parseArgs } from "node:util"
 import { WsConnection } from "../packages/server/src/internal/connection.js"
+import { CloseTimeouts } from "../packages/server/src/internal/lifecycle.js"
 import { resolve } from "../packages/server/src/internal/options.js"
 import type { WebSocket } from "../packages/server/src/WebSocket.js"
 
@@ -76,6 +77,7 @@ const cpu = () => {
 const measure = async (form: Form, size: number, batch: number, total: number): Promise<number> => {
   const transport = new NullTransport()
   const options = resolve({ maxMessageSize: 64 * 1024 * 1024, keepaliveInterval: 0 })
+  const closeTimeouts = new CloseTimeouts(options.closeTimeout)
   const core = new Connection({ role: "server", maxMessageSize: options.maxMessageSize, deferClose: true })
   const ws = new WsConnection<undefined>({
     transport: transport as unknown as import("node:net").Socket,
@@ -86,9 +88,9 @@ const measure = async (form: Form, size: number, batch: number, total: number): 
     extensions: undefined,
     deflate: undefined,
     data: undefined,
-    owner: { transportClosed: () => {}, released: () => {} }
+    owner: { closeTimeouts, transportClosed: () => {}, released: () => {} }
   }, new Uint8Array(0))
-  const fiber = Effect.runFork(ws.lifetime(handlers[form], false))
+  const fiber = Effect.runFork(ws.lifetime(handlers[form], false, Effect.runFork))
   const frame = maskedFrame(Buffer.alloc(size, 0x61))
   const template = Buffer.concat(Array.from({ length: batch }, () => frame))
   const echoBytes = (size < 126 ? 2 : size < 65536 ? 4 : 10) + size

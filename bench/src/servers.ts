@@ -123,6 +123,28 @@ export const servers: ReadonlyArray<ServerSpec> = [
   }
 ]
 
+/**
+ * Before/after: with BENCH_BASELINE set to another checkout of this repository (built with
+ * `pnpm build`), `base-fast` and `base-stream` run that checkout's echo server next to ours.
+ */
+const baseline = process.env.BENCH_BASELINE
+if (baseline !== undefined && baseline !== "") {
+  const file = join(baseline, "bench", "servers", "ours.mjs")
+  const missing = () =>
+    existsSync(join(baseline, "packages", "server", "dist", "index.js"))
+      ? undefined
+      : `${baseline} is not built: run \`pnpm build\` there`
+  for (const mode of ["fast", "stream"] as const) {
+    ;(servers as Array<ServerSpec>).push({
+      name: `base-${mode}`,
+      description: `ours-${mode} from the checkout at ${baseline} (BENCH_BASELINE), for before/after figures`,
+      command: plainNode(file, "--mode", mode),
+      unavailable: missing,
+      transports: ["tls", "h2"]
+    })
+  }
+}
+
 /** The servers ratios are computed against. */
 export const BASELINES = ["ws", "effect-platform"] as const
 

@@ -163,15 +163,54 @@ describe("the connection's fibers", () => {
       // the peer goes away without a Close: everything the connection started ends
       raw.socket.destroy()
       yield* until("the connection's fibers to end", (n) => n === base)
-      // a close the peer never answers: the handler has ended, the reader and the close-timeout
-      // fiber live until the timeout cuts the transport
+      // a close the peer never answers: the handler has ended; its fiber (waiting for the
+      // transport, to close the Scope), the reader and the engine's close-timeout fiber live
+      // until the timeout cuts the transport
       const silent = yield* rawSocket(server.address.port)
       yield* upgrade(silent, "/close")
-      yield* until("the reader and the close-timeout fiber", (n) => n === base + 2)
+      yield* until("the connection fiber, the reader and the close-timeout fiber", (n) => n === base + 3)
       assert.isFalse(silent.isClosed())
       const cut = yield* within(5_000, "the cut", silent.closed)
       assert.isUndefined(cut)
       yield* until("every fiber to end after the cut", (n) => n === base)
+    }).pipe(Effect.scoped), 30_000)
+
+  it.live("one close-timeout fiber serves every closing connection and cuts each silent peer at its own deadline", () =>
+    Effect.gen(function*() {
+      const supervisor = yield* Supervisor.track
+      const live = Effect.map(supervisor.value, (fibers) => fibers.length)
+      const until = (what: string, pred: (n: number) => boolean) =>
+        within(5_000, what, Effect.gen(function*() {
+          while (!pred(yield* live)) yield* Effect.sleep(5)
+        }))
+      const server = yield* WebSocketServer.make({
+        closeTimeout: 400,
+        keepaliveInterval: 0,
+        handler: () => Effect.void // closes with 1000 at once; the raw peers never answer
+      }).pipe(Effect.supervised(supervisor))
+      const base = yield* live
+      const N = 12
+      const silent: Array<RawSocket> = []
+      const armed: Array<number> = []
+      const cut: Array<number> = []
+      for (let i = 0; i < N; i++) {
+        const raw = yield* rawSocket(server.address.port)
+        raw.socket.once("close", () => cut[i] = Date.now())
+        armed.push(Date.now()) // the server arms the deadline after it has read this request
+        yield* upgrade(raw, "/")
+        silent.push(raw)
+        yield* Effect.sleep(15)
+      }
+      // N connection fibers (waiting for their transports), N readers, and one close-timeout fiber
+      yield* until("each connection's fiber and reader, and one close-timeout fiber", (n) => n === base + 2 * N + 1)
+      assert.strictEqual(yield* live, base + 2 * N + 1, "a close-timeout fiber per closing connection")
+      for (const raw of silent) yield* within(5_000, "the cut", raw.closed)
+      for (let i = 0; i < N; i++) {
+        // each peer is cut at its own deadline: not before closeTimeout, and in the order they were armed
+        assert.isAtLeast(cut[i]! - armed[i]!, 400 - 2, `connection ${i} was cut before its deadline`)
+        if (i > 0) assert.isAtLeast(cut[i]!, cut[i - 1]!)
+      }
+      yield* until("every fiber to end after the cuts", (n) => n === base)
     }).pipe(Effect.scoped), 30_000)
 
   it.live("interrupting the handler's fiber closes the connection with 1001", () =>

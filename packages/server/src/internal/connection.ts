@@ -3,6 +3,8 @@ import { isProtocolError } from "@effect-websocket/protocol/Errors"
 import type { ProtocolError } from "@effect-websocket/protocol/Errors"
 import type { PerMessageDeflateParams, ResolvedPerMessageDeflateOptions } from "@effect-websocket/protocol/PerMessageDeflate"
 import { Cause, Context, Deferred, Effect, Exit, FiberId, FiberRef, Option, Runtime, Scope, Sink, Tracer } from "effect"
+import { FiberRefs } from "effect"
+import type { Array as Arr, Scheduler } from "effect"
 import type { Chunk, Clock, Fiber, Stream } from "effect"
 import type { Duplex } from "node:stream"
 import {
@@ -18,7 +20,7 @@ import type { CloseInfo, Message, RequestInfo, SendOptions, WebSocket } from "..
 import { Inbox, NO_TAGS } from "./inbox.js"
 import type { InboxHost } from "./inbox.js"
 import { Lifecycle } from "./lifecycle.js"
-import type { LifecycleHost } from "./lifecycle.js"
+import type { CloseTimeouts, LifecycleHost } from "./lifecycle.js"
 import type { Resolved } from "./options.js"
 import { Outbox } from "./outbox.js"
 import type { OutboxHost } from "./outbox.js"
@@ -30,6 +32,8 @@ const CLOSED = new WebSocketClosedError({ reason: "connection is not open" })
 
 /** What the engine hears from a connection. */
 export interface Owner {
+  /** The engine's close-timeout fiber. */
+  readonly closeTimeouts: CloseTimeouts
   /** Its transport closed. */
   transportClosed(port: ConnectionPort): void
   /** Its Scope closed: the handler ended and its finalizers ran. */
@@ -48,6 +52,32 @@ export interface Setup<Data> {
   readonly deflate: PerMessageDeflateParams | undefined
   readonly data: Data
   readonly owner: Owner
+}
+
+/**
+ * The reader fiber's scheduler: a resume runs the fiber's next step at once, in the transport
+ * callback that resumed it, rather than a microtask later through the shared scheduler. The
+ * reader does a bounded amount of work per resume (what one read brought), so it never yields.
+ */
+const inline: Scheduler.Scheduler = {
+  shouldYield: () => false,
+  scheduleTask: (task) => task()
+}
+/**
+ * How the reader fiber is forked: on the inline scheduler, with the supervisor of the runtime
+ * it is forked with (so that supervisors see it) and no other FiberRefs: it runs no Effect of the
+ * handler's (`run`'s Effects are forked with the runtime around `run`), and an idle connection
+ * does not keep a copy of every FiberRef for it.
+ */
+const READER: Runtime.RunForkOptions = {
+  scheduler: inline,
+  updateRefs: (refs, id) =>
+    FiberRefs.unsafeMake(
+      new Map<FiberRef.FiberRef<any>, Arr.NonEmptyReadonlyArray<readonly [FiberId.Single, any]>>([
+        [FiberRef.currentSupervisor, [[id, FiberRefs.getOrDefault(refs, FiberRef.currentSupervisor)]]],
+        [FiberRef.currentScheduler, [[id, inline]]]
+      ])
+    )
 }
 
 /** Reader queue markers: the transport's end of input, and its close. */
@@ -86,7 +116,8 @@ const flattenIds = (span: Tracer.Span): void => {
  *
  * The work is split by concept: the inbox (delivery to a Stream or a `run` callback, flow
  * control), the outbox (frames, hold queue, one write per batch, the writer fiber under
- * backpressure) and the lifecycle (close bookkeeping, deadlines, the close-timeout fiber).
+ * backpressure) and the lifecycle (close bookkeeping, deadlines; the close deadline is fired by
+ * the engine's close-timeout fiber).
  */
 export class WsConnection<Data> implements WebSocket<Data>, ConnectionPort, InboxHost, OutboxHost, LifecycleHost {
   readonly id = nextId++
@@ -114,6 +145,9 @@ export class WsConnection<Data> implements WebSocket<Data>, ConnectionPort, Inbo
   /** A runtime with the connection fiber's context and FiberRefs, made on first use. */
   private runtimeCache: Runtime.Runtime<never> | undefined = undefined
   private scopeRef: Scope.CloseableScope | undefined = undefined
+  /** Forks with the runtime the connection's fiber was forked with (the reader, the close-timeout fiber). */
+  runFork: ((effect: Effect.Effect<void>, options?: Runtime.RunForkOptions) => Fiber.RuntimeFiber<void>) | undefined =
+    undefined
   private readerFiber: Fiber.RuntimeFiber<void> | undefined = undefined
   /** Fibers forked for the connection (close timeout, writer), interrupted when its Scope closes. */
   private forked: Set<Fiber.RuntimeFiber<void>> | undefined = undefined
@@ -166,33 +200,35 @@ export class WsConnection<Data> implements WebSocket<Data>, ConnectionPort, Inbo
 
   /**
    * The connection's fiber: it makes the connection's Scope, forks the reader fiber, and runs
-   * the handler with that Scope (and the connection's span) in its context. When the fiber
-   * ends, however (`handlerExited`), the connection closes with the code its end calls for;
-   * once the transport has closed too, the Scope is closed: the handler's finalizers run in
-   * reverse order, then `release` frees what the connection holds. Nothing of this stays on the
-   * fiber's stack while the handler runs: an idle connection keeps only the handler's frames.
+   * the handler with that Scope (and the connection's span) in its context. When the handler
+   * ends, however (`ended`, uninterruptible), the connection closes with the code its end calls
+   * for; once the transport has closed too, the Scope is closed on this same fiber: the
+   * handler's finalizers run in reverse order, then `release` frees what the connection holds.
    */
   lifetime<E, R>(
     handler: (ws: WebSocket<Data>) => Effect.Effect<unknown, E, R>,
-    span: boolean
+    span: boolean,
+    runFork: (effect: Effect.Effect<void>, options?: Runtime.RunForkOptions) => Fiber.RuntimeFiber<void>
   ): Effect.Effect<unknown, E, Exclude<R, Scope.Scope>> {
-    return Effect.withFiberRuntime<unknown, E, Exclude<R, Scope.Scope>>((fiber) => {
-      this.mainFiber = fiber
-      this.handlerRunning = true
-      fiber.addObserver((exit) => this.handlerExited(exit))
-      return Effect.flatMap(Scope.make(), (scope) => {
-        this.scopeRef = scope
-        // a close that began before this fiber ran gets its close timeout now
-        if (this.core.closeExpected) this.life.closing()
-        return Effect.zipRight(
-          Scope.addFinalizer(scope, Effect.suspend(() => this.release())),
-          Effect.flatMap(Effect.forkDaemon(this.reader()), (reader) => {
-            this.readerFiber = reader
-            return this.runHandler(handler, scope, span)
-          })
-        )
+    this.runFork = runFork
+    return Effect.uninterruptibleMask((restore) =>
+      Effect.withFiberRuntime<unknown, E, Exclude<R, Scope.Scope>>((fiber) => {
+        this.mainFiber = fiber
+        this.handlerRunning = true
+        return Effect.flatMap(Scope.make(), (scope) => {
+          this.scopeRef = scope
+          // a close that began before this fiber ran gets its close deadline now
+          if (this.core.closeExpected) this.life.closing()
+          // The reader, forked with the runtime the connection's fiber was forked with, started
+          // at once on the inline scheduler.
+          this.readerFiber = runFork(startReader(this), READER)
+          return Effect.zipRight(
+            Scope.addFinalizer(scope, releaseOf(this)),
+            Effect.matchCauseEffect(restore(this.runHandler(handler, scope, span)), endOf(this))
+          )
+        })
       })
-    })
+    )
   }
 
   private runHandler<E, R>(
@@ -205,7 +241,7 @@ export class WsConnection<Data> implements WebSocket<Data>, ConnectionPort, Inbo
     const run = Effect.suspend(() => handler(this)) as Effect.Effect<unknown, E, Exclude<R, Scope.Scope>>
     if (!span) return Effect.zipRight(FiberRef.update(FiberRef.currentContext, Context.add(Scope.Scope, scope)), run)
     // The handler inside the connection's span, the parent of the spans it makes; the span
-    // ends when the handler does (`handlerExited`).
+    // ends when the handler does (`ended`).
     return Effect.flatMap(
       Effect.makeSpan("websocket.connection", {
         attributes: { "websocket.id": this.id, "url.path": this.request.url },
@@ -227,8 +263,13 @@ export class WsConnection<Data> implements WebSocket<Data>, ConnectionPort, Inbo
     )
   }
 
-  /** The handler's fiber ended: close with the code its end calls for; release once the transport is gone. */
-  private handlerExited(exit: Exit.Exit<unknown, unknown>): void {
+  /**
+   * The handler ended (on the connection's fiber, uninterruptibly): close with the code its end
+   * calls for, wait for the transport to close (the close deadline bounds that), then close the
+   * Scope: the handler's finalizers, then `release`.
+   */
+  ended(exit: Exit.Exit<unknown, unknown>): Effect.Effect<void> {
+    const scope = this.scopeRef!
     this.handlerRunning = false
     const span = this.span
     if (span !== undefined) {
@@ -237,6 +278,7 @@ export class WsConnection<Data> implements WebSocket<Data>, ConnectionPort, Inbo
         span.end(span.status.startTime === BigInt(0) ? BigInt(0) : this.clock!.unsafeCurrentTimeNanos(), exit)
       }
     }
+    let failed: Cause.Cause<unknown> | undefined = undefined
     if (Exit.isSuccess(exit)) {
       this.startClose(1000, "")
     } else if (Cause.isInterruptedOnly(exit.cause)) {
@@ -253,22 +295,24 @@ export class WsConnection<Data> implements WebSocket<Data>, ConnectionPort, Inbo
           this.terminate(new InvalidPayloadError({ reason }))
         } else {
           this.terminate(new InternalError({ reason: "internal error", cause: exit.cause }))
-          Runtime.runFork(this.runtime())(Effect.logError("WebSocket handler failed", exit.cause))
+          failed = exit.cause
         }
       }
     }
     this.life.handlerDone()
-    if (this.scopeRef === undefined) return // interrupted before its Scope was made
-    const close = Effect.zipRight(this.inbox.interruptAll(), Scope.close(this.scopeRef, exit))
-    if (this.life.transportEnded) Runtime.runFork(this.runtime())(close)
-    else this.life.onTransportGone(() => Runtime.runFork(this.runtime())(close))
+    const close = Effect.zipRight(this.inbox.interruptAll(), Scope.close(scope, exit))
+    const closeAfterTransport = this.life.transportEnded ? close : Effect.zipRight(this.life.transportGone, close)
+    return failed !== undefined
+      ? Effect.zipRight(Effect.logError("WebSocket handler failed", failed), closeAfterTransport)
+      : closeAfterTransport
   }
 
   /** The Scope's own finalizer (the first added, so the last run): what the connection holds. */
-  private release(): Effect.Effect<void> {
-    this.readerAlive = false
+  release(): Effect.Effect<void> {
     const reader = this.readerFiber
-    if (reader !== undefined) reader.unsafeInterruptAsFork(FiberId.none)
+    // the reader ends by itself when the transport closes; it is interrupted only when alive
+    if (reader !== undefined && this.readerAlive) reader.unsafeInterruptAsFork(FiberId.none)
+    this.readerAlive = false
     const forked = this.forked
     if (forked !== undefined) for (const f of forked) f.unsafeInterruptAsFork(FiberId.none)
     this.outbox.dropHeld()
@@ -333,18 +377,22 @@ export class WsConnection<Data> implements WebSocket<Data>, ConnectionPort, Inbo
    * the protocol core and delivers what came out, then flushes what the core has to send as
    * one batch. No Effect per frame or per message; its loop is built once per connection.
    */
-  private reader(): Effect.Effect<void> {
+  /** The reader fiber starts: reading resumes, and what waits is handled. */
+  readerStarted(): void {
     this.readerAlive = true
     this.transport.resume()
-    const wait = Effect.async<void>((resume) => {
-      this.readerResume = resume
-    })
-    const loop: Effect.Effect<void> = Effect.flatMap(wait, () => this.drain() ? Effect.void : loop)
-    return Effect.suspend(() => this.drain() ? Effect.void : loop)
   }
 
+  /** The reader fiber waits for the next transport event here (`feed` resumes it with `readerStep`). */
+  readerWaiting(resume: (step: Effect.Effect<void>) => void): void {
+    this.readerResume = resume
+  }
+
+  /** One step of the reader fiber, built on its first wait. */
+  private readerStep: Effect.Effect<void> | undefined = undefined
+
   /** Handles what waits; true once the transport is gone (the reader ends). */
-  private drain(): boolean {
+  drain(): boolean {
     // events that arrive while these are handled (a 'close' emitted by a destroy) are handled too
     for (let items = this.pending; items !== undefined; items = this.pending) {
       this.pending = undefined
@@ -369,7 +417,7 @@ export class WsConnection<Data> implements WebSocket<Data>, ConnectionPort, Inbo
     const r = this.readerResume
     if (r !== undefined) {
       this.readerResume = undefined
-      r(Effect.void)
+      r(this.readerStep ??= readerStep(this))
     }
   }
 
@@ -440,6 +488,10 @@ export class WsConnection<Data> implements WebSocket<Data>, ConnectionPort, Inbo
   }
 
   // ------------------------------------------------------------------ hosts' callbacks
+
+  get closeTimeouts(): CloseTimeouts {
+    return this.owner.closeTimeouts
+  }
 
   get inboxHighWaterMark(): number {
     return this.options.inboxHighWaterMark
@@ -663,6 +715,34 @@ export class WsConnection<Data> implements WebSocket<Data>, ConnectionPort, Inbo
 }
 
 export { InvalidSendError }
+
+// The connection fiber's and the reader fiber's Effects, made here so that the closures they keep
+// for the connection's life capture the connection and nothing else.
+
+/** The Scope's own finalizer: what the connection holds. */
+const releaseOf = (conn: WsConnection<any>): Effect.Effect<void> => Effect.suspend(() => conn.release())
+
+/** What follows the handler, however it ended (uninterruptible): close, wait, close the Scope. */
+const endOf = <A, E>(conn: WsConnection<any>) => ({
+  onFailure: (cause: Cause.Cause<E>) => Effect.zipRight(conn.ended(Exit.failCause(cause)), Effect.failCause(cause)),
+  onSuccess: (value: A) => Effect.as(conn.ended(Exit.succeed(value)), value)
+})
+
+/**
+ * The reader fiber: it handles what waits, then suspends until the next transport event, which
+ * resumes it with the next step (no frame stays on its stack while it waits).
+ */
+const startReader = (conn: WsConnection<any>): Effect.Effect<void> =>
+  Effect.suspend(() => {
+    conn.readerStarted()
+    return conn.drain() ? Effect.void : readerWait(conn)
+  })
+const readerWait = (conn: WsConnection<any>): Effect.Effect<void> =>
+  Effect.async<void>((resume) => conn.readerWaiting(resume))
+const readerStep = (conn: WsConnection<any>): Effect.Effect<void> => {
+  const wait = readerWait(conn)
+  return Effect.suspend(() => conn.drain() ? Effect.void : wait)
+}
 
 const CONNECTION: unique symbol = Symbol("effect-websocket/connection")
 interface TransportWithConnection extends Duplex {

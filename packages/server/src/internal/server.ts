@@ -15,6 +15,7 @@ import type { CloseInfo, RequestInfo, WebSocket } from "../WebSocket.js"
 import { WsConnection } from "./connection.js"
 import type { Owner } from "./connection.js"
 import { NO_TAGS } from "./inbox.js"
+import { CloseTimeouts } from "./lifecycle.js"
 import type { ConnectionPort } from "./port.js"
 import type { Limits, Resolved } from "./options.js"
 import { resolve } from "./options.js"
@@ -75,10 +76,14 @@ export class Engine<Data, E, R, E2, R2> implements Owner {
 
   constructor(
     readonly handlerOptions: HandlerOptions<Data, E, R, E2, R2>,
-    readonly runFork: <A, EX>(effect: Effect.Effect<A, EX, Exclude<R, Scope.Scope> | R2>) => Fiber.RuntimeFiber<A, EX>
+    readonly runFork: RunFork<Exclude<R, Scope.Scope> | R2>
   ) {
     this.options = resolve(handlerOptions)
+    this.closeTimeouts = new CloseTimeouts(this.options.closeTimeout)
   }
+
+  /** The close-timeout fiber: it runs while a close is under way on one of the connections. */
+  readonly closeTimeouts: CloseTimeouts
 
   /** A raw socket fresh from accept: read the request head, then upgrade. */
   acceptSocket(socket: net.Socket): void {
@@ -233,7 +238,7 @@ export class Engine<Data, E, R, E2, R2> implements Owner {
     request: UpgradeRequest,
     accept: UpgradeAccept<Data>,
     rest: Uint8Array,
-    runFork: <A, EX>(effect: Effect.Effect<A, EX, Exclude<R, Scope.Scope>>) => Fiber.RuntimeFiber<A, EX>
+    runFork: RunFork<Exclude<R, Scope.Scope>>
   ): ConnectionPort | undefined {
     if (this.shuttingDown || socket.destroyed) {
       socket.destroy()
@@ -321,7 +326,7 @@ export class Engine<Data, E, R, E2, R2> implements Owner {
    */
   private startConnection(
     ws: WsConnection<Data>,
-    runFork: <A, EX>(effect: Effect.Effect<A, EX, Exclude<R, Scope.Scope>>) => Fiber.RuntimeFiber<A, EX>
+    runFork: RunFork<Exclude<R, Scope.Scope>>
   ): void {
     const connections = this.connections
     connections.add(ws)
@@ -332,7 +337,7 @@ export class Engine<Data, E, R, E2, R2> implements Owner {
       this.timersRunning = true
       runFork(this.timers)
     }
-    runFork(ws.lifetime(this.handlerOptions.handler, this.handlerOptions.connectionSpan !== false))
+    runFork(ws.lifetime(this.handlerOptions.handler, this.handlerOptions.connectionSpan !== false, runFork))
   }
 
   /** Connections whose transport is open (a handler may outlive its transport by the close timeout). */
@@ -351,7 +356,7 @@ export class Engine<Data, E, R, E2, R2> implements Owner {
 
   private timersRunning = false
 
-  /** Keepalive or an idle timeout is on (the close timeout is each closing connection's own fiber). */
+  /** Keepalive or an idle timeout is on (close deadlines have their own fiber, `closeTimeouts`). */
   private get hasDeadlines(): boolean {
     return this.options.keepaliveInterval > 0 || this.options.idleTimeout > 0
   }
@@ -421,7 +426,10 @@ export class Engine<Data, E, R, E2, R2> implements Owner {
 const noop = () => {}
 
 /** `runFork` of a runtime whose services are `R`. */
-export type RunFork<R> = <A, EX>(effect: Effect.Effect<A, EX, R>) => Fiber.RuntimeFiber<A, EX>
+export type RunFork<R> = <A, EX>(
+  effect: Effect.Effect<A, EX, R>,
+  options?: Runtime.RunForkOptions | undefined
+) => Fiber.RuntimeFiber<A, EX>
 
 /** What `Engine.agree` settled for a connection. */
 export interface Agreed {
