@@ -126,6 +126,38 @@ describe("a Scope per connection", () => {
       a.close()
       b.close()
     }).pipe(Effect.scoped))
+
+  it.live("a finalizer that dies does not keep the connection from being released; the others still run", () =>
+    Effect.gen(function*() {
+      const ran: Array<string> = []
+      const serverScope = yield* Scope.make()
+      const server = yield* WebSocketServer.make({
+        closeTimeout: 3_000,
+        handler: (ws) =>
+          Effect.gen(function*() {
+            yield* Effect.addFinalizer(() => Effect.sync(() => ran.push("first")))
+            yield* Effect.addFinalizer(() => Effect.die("finalizer defect"))
+            yield* Effect.addFinalizer(() => Effect.sync(() => ran.push("third")))
+            yield* Stream.runForEach(ws.messages, ws.send)
+          })
+      }).pipe(Scope.extend(serverScope))
+      const client = yield* connect(server.url)
+      yield* within(5_000, "the connection to open", Effect.gen(function*() {
+        while ((yield* server.connections) < 1) yield* Effect.sleep(5)
+      }))
+      client.close()
+      yield* within(5_000, "the finalizers", Effect.gen(function*() {
+        while (ran.length < 2) yield* Effect.sleep(5)
+      }))
+      assert.deepStrictEqual(ran, ["third", "first"])
+      // Shutdown waits (up to the close timeout) for every connection to be released: one that
+      // was not would hold it for the whole 3 s.
+      yield* within(
+        1_000,
+        "shutdown (a connection not released holds it for the close timeout)",
+        Effect.disconnect(Scope.close(serverScope, Exit.void))
+      )
+    }).pipe(Effect.scoped))
 })
 
 describe("the connection's fibers", () => {

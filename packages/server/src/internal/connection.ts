@@ -2,9 +2,23 @@ import type { Connection } from "@effect-websocket/protocol/Connection"
 import { isProtocolError } from "@effect-websocket/protocol/Errors"
 import type { ProtocolError } from "@effect-websocket/protocol/Errors"
 import type { PerMessageDeflateParams, ResolvedPerMessageDeflateOptions } from "@effect-websocket/protocol/PerMessageDeflate"
-import { Cause, Context, Deferred, Effect, Exit, FiberId, FiberRef, Option, Runtime, Scope, Sink, Tracer } from "effect"
-import { FiberRefs } from "effect"
-import type { Array as Arr, Scheduler } from "effect"
+import {
+  Cause,
+  Context,
+  Deferred,
+  Effect,
+  Exit,
+  FiberId,
+  FiberRef,
+  Option,
+  Runtime,
+  RuntimeFlags,
+  RuntimeFlagsPatch,
+  Scope,
+  Sink,
+  Tracer
+} from "effect"
+import type { Scheduler } from "effect"
 import type { Chunk, Clock, Fiber, Stream } from "effect"
 import type { Duplex } from "node:stream"
 import {
@@ -63,22 +77,10 @@ const inline: Scheduler.Scheduler = {
   shouldYield: () => false,
   scheduleTask: (task) => task()
 }
-/**
- * How the reader fiber is forked: on the inline scheduler, with the supervisor of the runtime
- * it is forked with (so that supervisors see it) and no other FiberRefs: it runs no Effect of the
- * handler's (`run`'s Effects are forked with the runtime around `run`), and an idle connection
- * does not keep a copy of every FiberRef for it.
- */
-const READER: Runtime.RunForkOptions = {
-  scheduler: inline,
-  updateRefs: (refs, id) =>
-    FiberRefs.unsafeMake(
-      new Map<FiberRef.FiberRef<any>, Arr.NonEmptyReadonlyArray<readonly [FiberId.Single, any]>>([
-        [FiberRef.currentSupervisor, [[id, FiberRefs.getOrDefault(refs, FiberRef.currentSupervisor)]]],
-        [FiberRef.currentScheduler, [[id, inline]]]
-      ])
-    )
-}
+const UNINTERRUPTIBLE = Effect.patchRuntimeFlags(RuntimeFlagsPatch.disable(RuntimeFlags.Interruption))
+
+/** How the reader fiber is forked: on the inline scheduler. */
+const READER: Runtime.RunForkOptions = { scheduler: inline }
 
 /** Reader queue markers: the transport's end of input, and its close. */
 const EOF: unique symbol = Symbol("eof")
@@ -211,7 +213,9 @@ export class WsConnection<Data> implements WebSocket<Data>, ConnectionPort, Inbo
     runFork: (effect: Effect.Effect<void>, options?: Runtime.RunForkOptions) => Fiber.RuntimeFiber<void>
   ): Effect.Effect<unknown, E, Exclude<R, Scope.Scope>> {
     this.runFork = runFork
-    return Effect.uninterruptibleMask((restore) =>
+    // Uninterruptible from here to the fiber's end (no frame to revert), but for the handler.
+    return Effect.zipRight(
+      UNINTERRUPTIBLE,
       Effect.withFiberRuntime<unknown, E, Exclude<R, Scope.Scope>>((fiber) => {
         this.mainFiber = fiber
         this.handlerRunning = true
@@ -222,10 +226,7 @@ export class WsConnection<Data> implements WebSocket<Data>, ConnectionPort, Inbo
           // The reader, forked with the runtime the connection's fiber was forked with, started
           // at once on the inline scheduler.
           this.readerFiber = runFork(startReader(this), READER)
-          return Effect.zipRight(
-            Scope.addFinalizer(scope, releaseOf(this)),
-            Effect.matchCauseEffect(restore(this.runHandler(handler, scope, span)), endOf(this))
-          )
+          return Effect.matchCauseEffect(Effect.interruptible(this.runHandler(handler, scope, span)), endOf(this))
         })
       })
     )
@@ -300,15 +301,20 @@ export class WsConnection<Data> implements WebSocket<Data>, ConnectionPort, Inbo
       }
     }
     this.life.handlerDone()
-    const close = Effect.zipRight(this.inbox.interruptAll(), Scope.close(scope, exit))
+    // The Scope closes (the handler's finalizers, in reverse order), then what the connection
+    // holds is released, whatever the finalizers did; closing a Scope nobody added to costs nothing.
+    const close = Effect.zipRight(
+      this.inbox.interruptAll(),
+      Effect.flatMap(Effect.exit(Scope.close(scope, exit)), (closed) => Effect.zipRight(this.release(), closed))
+    )
     const closeAfterTransport = this.life.transportEnded ? close : Effect.zipRight(this.life.transportGone, close)
     return failed !== undefined
       ? Effect.zipRight(Effect.logError("WebSocket handler failed", failed), closeAfterTransport)
       : closeAfterTransport
   }
 
-  /** The Scope's own finalizer (the first added, so the last run): what the connection holds. */
-  release(): Effect.Effect<void> {
+  /** What the connection holds, released once its Scope has closed (the handler's finalizers ran). */
+  private release(): Effect.Effect<void> {
     const reader = this.readerFiber
     // the reader ends by itself when the transport closes; it is interrupted only when alive
     if (reader !== undefined && this.readerAlive) reader.unsafeInterruptAsFork(FiberId.none)
@@ -718,9 +724,6 @@ export { InvalidSendError }
 
 // The connection fiber's and the reader fiber's Effects, made here so that the closures they keep
 // for the connection's life capture the connection and nothing else.
-
-/** The Scope's own finalizer: what the connection holds. */
-const releaseOf = (conn: WsConnection<any>): Effect.Effect<void> => Effect.suspend(() => conn.release())
 
 /** What follows the handler, however it ended (uninterruptible): close, wait, close the Scope. */
 const endOf = <A, E>(conn: WsConnection<any>) => ({
