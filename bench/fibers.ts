@@ -76,7 +76,8 @@ const idleFiberBytes = (n: number, options: Runtime.RunForkOptions): number | un
   gc()
   const before = process.memoryUsage().heapUsed
   const keep: Array<unknown> = []
-  const wait = Effect.async<void>(() => {})
+  // one parameter, as the reader's: `Effect.async` gives a register of another arity an AbortSignal
+  const wait = Effect.async<void>((_resume) => {})
   for (let i = 0; i < n; i++) keep.push(Runtime.runFork(Runtime.defaultRuntime)(wait, options))
   gc()
   const after = process.memoryUsage().heapUsed
