@@ -502,3 +502,42 @@ describe("properties", () => {
     { fastCheck: { numRuns: runs(2000) } }
   )
 })
+
+describe("closeOutcome: the code and reason an application reports", () => {
+  it("the peer's Close, once answered: its code and reason, clean", () => {
+    const r = run([frame(Opcode.Close, closePayload(4001, "bye"))])
+    assert.deepStrictEqual(r.connection.closeOutcome(), { code: 4001, reason: "bye", wasClean: true })
+  })
+
+  it("ours first, answered by the peer: the peer's code and reason, clean", () => {
+    const c = new Connection()
+    c.sendClose(4000, "ours")
+    c.receiveData(frame(Opcode.Close, closePayload(1000, "theirs")))
+    assert.deepStrictEqual(c.closeOutcome(), { code: 1000, reason: "theirs", wasClean: true })
+  })
+
+  it("ours, answered with an empty Close: 1005 (no status) from the peer, clean", () => {
+    const c = new Connection()
+    c.sendClose(4000, "ours")
+    c.receiveData(frame(Opcode.Close, Buffer.alloc(0)))
+    assert.deepStrictEqual(c.closeOutcome(), { code: 1005, reason: "", wasClean: true })
+  })
+
+  it("ours, never answered (the peer closed TCP): 1006, not clean; our code is not reported", () => {
+    const c = new Connection()
+    c.sendClose(4000, "ours")
+    c.receiveEof()
+    assert.deepStrictEqual(c.closeOutcome(), { code: 1006, reason: "", wasClean: false })
+  })
+
+  it("no closing handshake at all: 1006, not clean", () => {
+    const c = new Connection()
+    c.receiveEof()
+    assert.deepStrictEqual(c.closeOutcome(), { code: 1006, reason: "", wasClean: false })
+  })
+
+  it("a failure: its code and reason, not clean", () => {
+    const r = run([frame(Opcode.Text, "hi", { mask: false })])
+    assert.deepStrictEqual(r.connection.closeOutcome(), { code: 1002, reason: "unmasked client frame", wasClean: false })
+  })
+})

@@ -181,15 +181,12 @@ export class ClientConnection implements WebSocket<undefined> {
     if (!core.eofReceived) core.receiveEof()
     if (this.items[this.items.length - 1] !== END) this.items.push(END)
     const failure = core.failure
-    const received = core.closeReceived
-    const sent = core.closeSent
-    const wasClean = core.closeHandshakeDone
-    const last = received ?? (wasClean ? sent : undefined)
+    const outcome = core.closeOutcome()
     const info: CloseInfo = {
-      code: failure !== undefined ? failure.closeCode : last?.code ?? 1006,
-      reason: failure !== undefined ? failure.reason : last?.reason ?? "",
-      wasClean,
-      initiatedBy: this.closeInitiator ?? (sent !== undefined ? "local" : "transport")
+      code: outcome.code,
+      reason: outcome.reason,
+      wasClean: outcome.wasClean,
+      initiatedBy: this.closeInitiator ?? (core.closeSent !== undefined ? "local" : "transport")
     }
     core.dispose()
     const ended = this.ended = failure !== undefined && !this.localFailure ? Exit.fail(failure) : Exit.succeed(info)

@@ -207,6 +207,19 @@ export class Connection implements FrameSink {
     return this._closeReceived !== undefined && this._closeSent !== undefined && this._failure === undefined
   }
 
+  /**
+   * How the connection ended, as the code and reason an application reports: the failure's,
+   * else the peer's Close, else ours once the closing handshake completed, else 1006 (no
+   * closing handshake). `wasClean` is `closeHandshakeDone`.
+   */
+  closeOutcome(): { readonly code: number; readonly reason: string; readonly wasClean: boolean } {
+    const failure = this._failure
+    const wasClean = this.closeHandshakeDone
+    if (failure !== undefined) return { code: failure.closeCode, reason: failure.reason, wasClean }
+    const last = this._closeReceived ?? (wasClean ? this._closeSent : undefined)
+    return last === undefined ? { code: 1006, reason: "", wasClean } : { code: last.code, reason: last.reason, wasClean }
+  }
+
   /** True once the peer closed TCP. */
   get eofReceived(): boolean {
     return this._eofReceived

@@ -95,15 +95,12 @@ export class Lifecycle {
   transportClosed(core: Connection): void {
     this.transportEnded = true
     const failure = core.failure
-    const received = core.closeReceived
-    const sent = core.closeSent
-    const wasClean = core.closeHandshakeDone
-    const last = received ?? (wasClean ? sent : undefined)
+    const outcome = core.closeOutcome()
     const info: CloseInfo = {
-      code: failure !== undefined ? failure.closeCode : last?.code ?? 1006,
-      reason: failure !== undefined ? failure.reason : last?.reason ?? "",
-      wasClean,
-      initiatedBy: this.initiator ?? (sent !== undefined ? "local" : "transport")
+      code: outcome.code,
+      reason: outcome.reason,
+      wasClean: outcome.wasClean,
+      initiatedBy: this.initiator ?? (core.closeSent !== undefined ? "local" : "transport")
     }
     Metrics.closeCodes.unsafeUpdate(String(info.code), NO_TAGS)
     const ended = this.ended = failure !== undefined && !this.localFailure ? Exit.fail(failure) : Exit.succeed(info)
