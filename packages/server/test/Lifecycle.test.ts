@@ -5,7 +5,8 @@
  * the end). Real sockets on 127.0.0.1, `ws` and raw TCP clients.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Effect, Exit, Fiber, FiberRef, Logger, LogLevel, Scope, Stream, Supervisor } from "effect"
+import { Context, Deferred, Effect, Exit, Fiber, FiberRef, Logger, LogLevel, Option, Scope, Stream, Supervisor } from "effect"
+import { READER_LINGER } from "../src/internal/connection.js"
 import type { WebSocket as Handle } from "../src/WebSocket.js"
 import * as WebSocketServer from "../src/WebSocketServer.js"
 import type { RawSocket } from "./utils.js"
@@ -160,15 +161,44 @@ describe("a Scope per connection", () => {
     }).pipe(Effect.scoped))
 })
 
+/**
+ * Counts the fibers the server forks: those alive now and how many have started. The engine's
+ * deadline sweep is one fiber for the whole server, alive while any connection is.
+ */
+class Census extends Supervisor.AbstractSupervisor<number> {
+  readonly live = new Set<Fiber.RuntimeFiber<any, any>>()
+  started = 0
+  get value() {
+    return Effect.sync(() => this.live.size)
+  }
+  override onStart<A, E, R>(
+    _context: Context.Context<R>,
+    _effect: Effect.Effect<A, E, R>,
+    _parent: Option.Option<Fiber.RuntimeFiber<any, any>>,
+    fiber: Fiber.RuntimeFiber<A, E>
+  ): void {
+    this.started++
+    this.live.add(fiber)
+  }
+  override onEnd<A, E>(_value: Exit.Exit<A, E>, fiber: Fiber.RuntimeFiber<A, E>): void {
+    this.live.delete(fiber)
+  }
+}
+
 describe("the connection's fibers", () => {
-  it.live("reader while open, writer under backpressure, close timeout while closing; none afterwards", () =>
-    Effect.gen(function*() {
-      const supervisor = yield* Supervisor.track
-      const live = Effect.map(supervisor.value, (fibers) => fibers.length)
-      const until = (what: string, pred: (n: number) => boolean) =>
-        within(5_000, what, Effect.gen(function*() {
-          while (!pred(yield* live)) yield* Effect.sleep(5)
+  const census = () =>
+    Effect.sync(() => {
+      const supervisor = new Census()
+      const until = (what: string, pred: (n: number) => boolean, ms = 5_000) =>
+        within(ms, `${what} (live fibers: ${supervisor.live.size})`, Effect.gen(function*() {
+          while (!pred(supervisor.live.size)) yield* Effect.sleep(5)
         }))
+      return { supervisor, until }
+    })
+
+  it.live("reader while reading, writer under backpressure, close timeout while closing; none afterwards", () =>
+    Effect.gen(function*() {
+      const { supervisor, until } = yield* census()
       const gate = yield* Deferred.make<void>()
       const server = yield* WebSocketServer.make({
         highWaterMark: 16 * 1024,
@@ -183,44 +213,86 @@ describe("the connection's fibers", () => {
               yield* Effect.forEach(Array.from({ length: 200 }), () => ws.send(Buffer.alloc(64 * 1024)), { discard: true })
             })
       }).pipe(Effect.supervised(supervisor))
-      const base = yield* live
+      const base = supervisor.live.size
       const raw = yield* rawSocket(server.address.port)
       yield* upgrade(raw, "/")
       raw.socket.pause() // reads nothing: the server's socket fills up
-      yield* until("the connection fiber and its reader", (n) => n === base + 2)
+      // the connection's fiber and the server's deadline sweep
+      yield* until("the connection fiber and the sweep", (n) => n === base + 2)
       yield* Effect.sleep(50)
-      assert.strictEqual(yield* live, base + 2, "an open, idle connection: its fiber and the reader, no writer or timer")
+      assert.strictEqual(supervisor.live.size, base + 2, "an open, idle connection: its fiber, no reader, writer or timer")
+      // a lone read: a reader is forked for it and ends when it has handled it
+      const before = supervisor.started
+      raw.socket.write(clientFrame(9, Buffer.from("ping")))
+      yield* within(5_000, "a reader for the read", Effect.gen(function*() {
+        while (supervisor.started === before) yield* Effect.sleep(5)
+      }))
+      // at once, not by the sweep after READER_LINGER
+      yield* until("the reader to end after a lone read", (n) => n === base + 2, READER_LINGER / 2)
+      assert.strictEqual(supervisor.started, before + 1, "one reader fiber for one read")
       yield* Deferred.succeed(gate, void 0)
       yield* until("the writer fiber", (n) => n === base + 3)
       // the peer goes away without a Close: everything the connection started ends
       raw.socket.destroy()
       yield* until("the connection's fibers to end", (n) => n === base)
       // a close the peer never answers: the handler has ended; its fiber (waiting for the
-      // transport, to close the Scope), the reader and the engine's close-timeout fiber live
-      // until the timeout cuts the transport
+      // transport, to close the Scope), the sweep and the engine's close-timeout fiber live until
+      // the timeout cuts the transport
       const silent = yield* rawSocket(server.address.port)
       yield* upgrade(silent, "/close")
-      yield* until("the connection fiber, the reader and the close-timeout fiber", (n) => n === base + 3)
+      yield* until("the connection fiber, the sweep and the close-timeout fiber", (n) => n === base + 3)
       assert.isFalse(silent.isClosed())
       const cut = yield* within(5_000, "the cut", silent.closed)
       assert.isUndefined(cut)
       yield* until("every fiber to end after the cut", (n) => n === base)
     }).pipe(Effect.scoped), 30_000)
 
+  it.live("a connection that keeps reading keeps one reader fiber; it ends after READER_LINGER without a read", () =>
+    Effect.gen(function*() {
+      const { supervisor, until } = yield* census()
+      const server = yield* WebSocketServer.make({
+        keepaliveInterval: 0,
+        // the close-timeout fiber outlives the last close by up to this
+        closeTimeout: 300,
+        // a callback that returns no Effect: no fiber but the connection's and its reader
+        handler: (ws) =>
+          ws.run((m) => {
+            ws.unsafeSend(m)
+          })
+      }).pipe(Effect.supervised(supervisor))
+      const base = supervisor.live.size
+      const client = yield* connect(server.url)
+      const rec = recorder(client)
+      yield* until("the connection fiber and the sweep", (n) => n === base + 2)
+      const before = supervisor.started
+      // reads close together: the first forks a reader that ends, the next forks one that stays
+      // and is resumed (not forked again) for every read after it
+      for (let i = 0; i < 20; i++) {
+        client.send(`m${i}`)
+        yield* within(5_000, `echo ${i}`, rec.waitMessages(i + 1))
+      }
+      assert.strictEqual(supervisor.started - before, 2, "two readers for 20 reads close together")
+      assert.strictEqual(supervisor.live.size, base + 3, "the second reader waits for the next read")
+      const quiet = Date.now()
+      yield* until("the reader to end once it has waited READER_LINGER", (n) => n === base + 2, 5_000)
+      assert.isAtLeast(Date.now() - quiet, READER_LINGER - 50, "ended before READER_LINGER")
+      // after the quiet spell a read forks a reader again, and the connection works as before
+      client.send("again")
+      yield* within(5_000, "the echo after the quiet spell", rec.waitMessages(21))
+      assert.strictEqual(supervisor.started - before, 3)
+      client.close()
+      yield* until("every fiber to end", (n) => n === base)
+    }).pipe(Effect.scoped), 30_000)
+
   it.live("one close-timeout fiber serves every closing connection and cuts each silent peer at its own deadline", () =>
     Effect.gen(function*() {
-      const supervisor = yield* Supervisor.track
-      const live = Effect.map(supervisor.value, (fibers) => fibers.length)
-      const until = (what: string, pred: (n: number) => boolean) =>
-        within(5_000, what, Effect.gen(function*() {
-          while (!pred(yield* live)) yield* Effect.sleep(5)
-        }))
+      const { supervisor, until } = yield* census()
       const server = yield* WebSocketServer.make({
         closeTimeout: 400,
         keepaliveInterval: 0,
         handler: () => Effect.void // closes with 1000 at once; the raw peers never answer
       }).pipe(Effect.supervised(supervisor))
-      const base = yield* live
+      const base = supervisor.live.size
       const N = 12
       const silent: Array<RawSocket> = []
       const armed: Array<number> = []
@@ -233,9 +305,10 @@ describe("the connection's fibers", () => {
         silent.push(raw)
         yield* Effect.sleep(15)
       }
-      // N connection fibers (waiting for their transports), N readers, and one close-timeout fiber
-      yield* until("each connection's fiber and reader, and one close-timeout fiber", (n) => n === base + 2 * N + 1)
-      assert.strictEqual(yield* live, base + 2 * N + 1, "a close-timeout fiber per closing connection")
+      // N connection fibers (waiting for their transports; the peers send nothing, so no
+      // reader), the sweep, and one close-timeout fiber
+      yield* until("each connection's fiber, the sweep and one close-timeout fiber", (n) => n === base + N + 2)
+      assert.strictEqual(supervisor.live.size, base + N + 2, "a close-timeout fiber per closing connection")
       for (const raw of silent) yield* within(5_000, "the cut", raw.closed)
       for (let i = 0; i < N; i++) {
         // each peer is cut at its own deadline: not before closeTimeout, and in the order they were armed

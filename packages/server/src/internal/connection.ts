@@ -82,6 +82,15 @@ const UNINTERRUPTIBLE = Effect.patchRuntimeFlags(RuntimeFlagsPatch.disable(Runti
 /** How the reader fiber is forked: on the inline scheduler. */
 const READER: Runtime.RunForkOptions = { scheduler: inline }
 
+/**
+ * How long the reader fiber waits for the next read before it ends (ms). A read that comes
+ * within this of the previous wake-up keeps the reader waiting for the next one (a busy
+ * connection is resumed, not forked, per read); a lone read is handled by a reader that ends
+ * when it is done, and the engine's deadline sweep ends a reader that has waited this long. An
+ * idle connection holds no reader fiber.
+ */
+export const READER_LINGER = 1000
+
 /** Reader queue markers: the transport's end of input, and its close. */
 const EOF: unique symbol = Symbol("eof")
 const GONE: unique symbol = Symbol("gone")
@@ -140,6 +149,12 @@ export class WsConnection<Data> implements WebSocket<Data>, ConnectionPort, Inbo
   private pending: Array<ReadItem> | undefined = undefined
   private readerResume: ((e: Effect.Effect<void>) => void) | undefined = undefined
   private readerAlive = false
+  /** Set when the connection's fiber starts: from then on a transport event forks the reader if none is alive. */
+  private readerOnDemand = false
+  /** Whether the reader alive now waits for the next read once it has handled what woke it. */
+  private readerLinger = false
+  /** When a reader was last forked (ms). */
+  private readerWoken = 0
 
   // the Effect side, set when the connection's fiber starts
   /** The connection's fiber: the handler runs on it. */
@@ -223,9 +238,11 @@ export class WsConnection<Data> implements WebSocket<Data>, ConnectionPort, Inbo
           this.scopeRef = scope
           // a close that began before this fiber ran gets its close deadline now
           if (this.core.closeExpected) this.life.closing()
-          // The reader, forked with the runtime the connection's fiber was forked with, started
-          // at once on the inline scheduler.
-          this.readerFiber = runFork(startReader(this), READER)
+          // Reading starts; the reader fiber is forked by the first transport event (or now,
+          // for the bytes that came with the upgrade request).
+          this.readerOnDemand = true
+          this.transport.resume()
+          if (this.pending !== undefined) this.forkReader()
           return Effect.matchCauseEffect(Effect.interruptible(this.runHandler(handler, scope, span)), endOf(this))
         })
       })
@@ -319,6 +336,7 @@ export class WsConnection<Data> implements WebSocket<Data>, ConnectionPort, Inbo
     // the reader ends by itself when the transport closes; it is interrupted only when alive
     if (reader !== undefined && this.readerAlive) reader.unsafeInterruptAsFork(FiberId.none)
     this.readerAlive = false
+    this.readerOnDemand = false
     const forked = this.forked
     if (forked !== undefined) for (const f of forked) f.unsafeInterruptAsFork(FiberId.none)
     this.outbox.dropHeld()
@@ -382,11 +400,17 @@ export class WsConnection<Data> implements WebSocket<Data>, ConnectionPort, Inbo
    * The reader fiber: resumed once per transport event (a read, its end, its close), it feeds
    * the protocol core and delivers what came out, then flushes what the core has to send as
    * one batch. No Effect per frame or per message; its loop is built once per connection.
+   *
+   * It lives while the connection reads: forked (with the runtime the connection's fiber was
+   * forked with, on the inline scheduler) by a transport event when none is alive, it ends once
+   * it has handled a lone read, or after `READER_LINGER` without a read (`checkDeadlines`).
    */
-  /** The reader fiber starts: reading resumes, and what waits is handled. */
-  readerStarted(): void {
+  private forkReader(): void {
+    const now = Date.now()
+    this.readerLinger = now - this.readerWoken < READER_LINGER
+    this.readerWoken = now
     this.readerAlive = true
-    this.transport.resume()
+    this.readerFiber = this.runFork!(startReader(this), READER)
   }
 
   /** The reader fiber waits for the next transport event here (`feed` resumes it with `readerStep`). */
@@ -397,24 +421,42 @@ export class WsConnection<Data> implements WebSocket<Data>, ConnectionPort, Inbo
   /** One step of the reader fiber, built on its first wait. */
   private readerStep: Effect.Effect<void> | undefined = undefined
 
-  /** Handles what waits; true once the transport is gone (the reader ends). */
+  /** Handles what waits; true when the reader ends (the transport is gone, or it does not linger). */
   drain(): boolean {
     // events that arrive while these are handled (a 'close' emitted by a destroy) are handled too
     for (let items = this.pending; items !== undefined; items = this.pending) {
       this.pending = undefined
       this.handle(items)
     }
-    if (this.life.transportEnded) {
+    if (this.life.transportEnded || !this.readerLinger) {
       this.readerAlive = false
+      if (this.life.transportEnded) this.readerOnDemand = false
       return true
     }
     return false
   }
 
-  /** A transport event: to the reader fiber, or handled here when there is no reader. */
+  /** The reader has waited `READER_LINGER` without a read: it ends (the next read forks another). */
+  private retireReader(now: number): void {
+    const r = this.readerResume
+    if (r === undefined || now - this.life.lastSeen < READER_LINGER) return
+    this.readerResume = undefined
+    this.readerAlive = false
+    r(Effect.void)
+  }
+
+  /**
+   * A transport event: to the reader fiber (forked if none is alive), or handled here before
+   * the connection's fiber has started.
+   */
   feed(item: ReadItem): void {
     if (!this.readerAlive) {
-      this.handle([item])
+      if (!this.readerOnDemand) {
+        this.handle([item])
+        return
+      }
+      this.pending = [item]
+      this.forkReader()
       return
     }
     const p = this.pending
@@ -615,7 +657,9 @@ export class WsConnection<Data> implements WebSocket<Data>, ConnectionPort, Inbo
 
   checkDeadlines(now: number): void {
     const life = this.life
-    if (life.transportEnded || this.core.closeExpected) return
+    if (life.transportEnded) return
+    this.retireReader(now)
+    if (this.core.closeExpected) return
     switch (life.deadline(now)) {
       case "ping":
         if (this.core.sendPing() === undefined) {
@@ -736,10 +780,7 @@ const endOf = <A, E>(conn: WsConnection<any>) => ({
  * resumes it with the next step (no frame stays on its stack while it waits).
  */
 const startReader = (conn: WsConnection<any>): Effect.Effect<void> =>
-  Effect.suspend(() => {
-    conn.readerStarted()
-    return conn.drain() ? Effect.void : readerWait(conn)
-  })
+  Effect.suspend(() => conn.drain() ? Effect.void : readerWait(conn))
 const readerWait = (conn: WsConnection<any>): Effect.Effect<void> =>
   Effect.async<void>((resume) => conn.readerWaiting(resume))
 const readerStep = (conn: WsConnection<any>): Effect.Effect<void> => {

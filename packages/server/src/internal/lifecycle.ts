@@ -234,11 +234,6 @@ export class CloseTimeouts {
     return deadline
   }
 
-  /** Deadlines waiting (armed or cleared, not yet passed); for tests. */
-  get size(): number {
-    return this.queue.length - this.head
-  }
-
   private readonly loop: Effect.Effect<void> = Effect.onExit(
     Effect.suspend(() => this.next()),
     () =>

@@ -333,7 +333,7 @@ export class Engine<Data, E, R, E2, R2> implements Owner {
     this.openCount++
     Metrics.connectionsOpen.unsafeUpdate(this.openCount, NO_TAGS)
     Metrics.connectionsTotal.unsafeUpdate(1, NO_TAGS)
-    if (!this.timersRunning && this.hasDeadlines) {
+    if (!this.timersRunning) {
       this.timersRunning = true
       runFork(this.timers)
     }
@@ -356,12 +356,11 @@ export class Engine<Data, E, R, E2, R2> implements Owner {
 
   private timersRunning = false
 
-  /** Keepalive or an idle timeout is on (close deadlines have their own fiber, `closeTimeouts`). */
-  private get hasDeadlines(): boolean {
-    return this.options.keepaliveInterval > 0 || this.options.idleTimeout > 0
-  }
-
-  /** Granularity of the deadlines: a quarter of the shortest timeout, between 10 ms and 1 s. */
+  /**
+   * Granularity of the deadlines: a quarter of the shortest timeout, between 10 ms and 1 s (1 s
+   * when neither keepalive nor an idle timeout is on: the sweep also ends reader fibers that
+   * have waited `READER_LINGER` without a read).
+   */
   private get tick(): number {
     const o = this.options
     const shortest = Math.min(
@@ -371,7 +370,7 @@ export class Engine<Data, E, R, E2, R2> implements Owner {
     return Math.max(10, Math.min(1000, Math.floor(shortest / 4)))
   }
 
-  /** One fiber for every connection's deadlines; it ends when no connection is open. */
+  /** One fiber for every connection's deadlines (and idle readers); it ends when no connection is open. */
   private readonly timers: Effect.Effect<void> = Effect.suspend(() => {
     const loop: Effect.Effect<void> = Effect.suspend(() => {
       if (this.connections.size === 0) {

@@ -1,0 +1,95 @@
+/**
+ * The engine's close-timeout fiber (`CloseTimeouts`) on its own: deadlines fire in the order they
+ * were armed and never early, a cleared deadline never fires, the fiber ends when its queue is
+ * empty, and a fiber that was interrupted is replaced by the next arm. The connections here are
+ * stubs: the wire-level behaviour is in Lifecycle.test.ts.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Fiber } from "effect"
+import { CloseTimeouts } from "../src/internal/lifecycle.js"
+import type { Lifecycle } from "../src/internal/lifecycle.js"
+
+/** A closing connection as the close-timeout fiber sees it: it records when its deadline fired. */
+const stub = (fired: Array<{ name: string; at: number }>, name: string) =>
+  ({ timerFired: () => fired.push({ name, at: Date.now() }) }) as unknown as Lifecycle
+
+/** A `fork` that runs the fiber on the default runtime and keeps it for the test. */
+const forks = () => {
+  const fibers: Array<Fiber.RuntimeFiber<void>> = []
+  const fork = (effect: Effect.Effect<void>) => {
+    const fiber = Effect.runFork(effect)
+    fibers.push(fiber)
+    return fiber
+  }
+  return { fibers, fork }
+}
+
+const waitFor = (what: string, pred: () => boolean, ms = 2_000) =>
+  Effect.timeoutFail(
+    Effect.gen(function*() {
+      while (!pred()) yield* Effect.sleep(2)
+    }),
+    { duration: ms, onTimeout: () => new Error(`timed out after ${ms} ms waiting for ${what}`) }
+  )
+
+describe("CloseTimeouts", () => {
+  it.live("fires each deadline no earlier than the timeout, in the order armed; a cleared one never fires", () =>
+    Effect.gen(function*() {
+      const fired: Array<{ name: string; at: number }> = []
+      const { fibers, fork } = forks()
+      const timeouts = new CloseTimeouts(60)
+      const armedAt: Record<string, number> = {}
+      for (const name of ["a", "b", "c", "d"]) {
+        armedAt[name] = Date.now()
+        const deadline = timeouts.arm(stub(fired, name), fork)
+        if (name === "b") deadline.life = undefined // b's connection closed in time
+        yield* Effect.sleep(10)
+      }
+      assert.strictEqual(fibers.length, 1, "one fiber for deadlines armed while it runs")
+      yield* waitFor("a, c and d to fire", () => fired.length >= 3)
+      yield* Fiber.await(fibers[0]!)
+      assert.deepStrictEqual(fired.map((f) => f.name), ["a", "c", "d"])
+      for (const f of fired) assert.isAtLeast(f.at - armedAt[f.name]!, 60 - 1, `${f.name} fired early`)
+    }))
+
+  it.live("the fiber ends when its queue is empty; the next arm starts another", () =>
+    Effect.gen(function*() {
+      const fired: Array<{ name: string; at: number }> = []
+      const { fibers, fork } = forks()
+      const timeouts = new CloseTimeouts(20)
+      timeouts.arm(stub(fired, "a"), fork)
+      yield* Fiber.await(fibers[0]!)
+      assert.deepStrictEqual(fired.map((f) => f.name), ["a"])
+      timeouts.arm(stub(fired, "b"), fork)
+      assert.strictEqual(fibers.length, 2, "a new fiber once the first has ended")
+      yield* Fiber.await(fibers[1]!)
+      assert.deepStrictEqual(fired.map((f) => f.name), ["a", "b"])
+    }))
+
+  it.live("a fiber that was interrupted (its runtime shut down) is replaced by the next arm", () =>
+    Effect.gen(function*() {
+      const fired: Array<{ name: string; at: number }> = []
+      const { fibers, fork } = forks()
+      const timeouts = new CloseTimeouts(50)
+      timeouts.arm(stub(fired, "lost"), fork)
+      yield* Fiber.interrupt(fibers[0]!)
+      timeouts.arm(stub(fired, "next"), fork)
+      assert.strictEqual(fibers.length, 2, "the interrupted fiber no longer counts as running")
+      yield* waitFor("the next deadline to fire", () => fired.some((f) => f.name === "next"))
+    }))
+
+  it.live("many deadlines, most cleared: the armed ones still fire, in order", () =>
+    Effect.gen(function*() {
+      const fired: Array<{ name: string; at: number }> = []
+      const { fibers, fork } = forks()
+      const timeouts = new CloseTimeouts(30)
+      const keep = new Set([0, 1500, 2999])
+      for (let i = 0; i < 3000; i++) {
+        const deadline = timeouts.arm(stub(fired, String(i)), fork)
+        if (!keep.has(i)) deadline.life = undefined
+      }
+      yield* Fiber.await(fibers[0]!)
+      assert.deepStrictEqual(fired.map((f) => f.name), ["0", "1500", "2999"])
+      assert.strictEqual(fibers.length, 1)
+    }))
+})
