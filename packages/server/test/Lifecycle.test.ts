@@ -196,6 +196,21 @@ describe("the connection's fibers", () => {
       return { supervisor, until }
     })
 
+  /** An echo server (a callback that returns no Effect: no fiber but the connection's and its reader) under a census. */
+  const echoCensus = Effect.gen(function*() {
+    const { supervisor, until } = yield* census()
+    const server = yield* WebSocketServer.make({
+      keepaliveInterval: 0,
+      // the close-timeout fiber outlives the last close by up to this
+      closeTimeout: 300,
+      handler: (ws) =>
+        ws.run((m) => {
+          ws.unsafeSend(m)
+        })
+    }).pipe(Effect.supervised(supervisor))
+    return { base: supervisor.live.size, server, supervisor, until }
+  })
+
   it.live("reader while reading, writer under backpressure, close timeout while closing; none afterwards", () =>
     Effect.gen(function*() {
       const { supervisor, until } = yield* census()
@@ -249,18 +264,7 @@ describe("the connection's fibers", () => {
 
   it.live("a connection that keeps reading keeps one reader fiber; it ends after READER_LINGER without a read", () =>
     Effect.gen(function*() {
-      const { supervisor, until } = yield* census()
-      const server = yield* WebSocketServer.make({
-        keepaliveInterval: 0,
-        // the close-timeout fiber outlives the last close by up to this
-        closeTimeout: 300,
-        // a callback that returns no Effect: no fiber but the connection's and its reader
-        handler: (ws) =>
-          ws.run((m) => {
-            ws.unsafeSend(m)
-          })
-      }).pipe(Effect.supervised(supervisor))
-      const base = supervisor.live.size
+      const { base, server, supervisor, until } = yield* echoCensus
       const client = yield* connect(server.url)
       const rec = recorder(client)
       yield* until("the connection fiber and the sweep", (n) => n === base + 2)
@@ -282,6 +286,22 @@ describe("the connection's fibers", () => {
       assert.strictEqual(supervisor.started - before, 3)
       client.close()
       yield* until("every fiber to end", (n) => n === base)
+    }).pipe(Effect.scoped), 30_000)
+
+  it.live("a closing connection keeps its reader for the transport's end: one reader for a Close and the TCP close", () =>
+    Effect.gen(function*() {
+      const { base, server, supervisor, until } = yield* echoCensus
+      const raw = yield* rawSocket(server.address.port)
+      yield* upgrade(raw, "/")
+      yield* until("the connection fiber and the sweep", (n) => n === base + 2)
+      const before = supervisor.started
+      // a lone read (nothing came before it), but it starts the closing handshake: the reader
+      // stays for the end of the transport instead of a second reader being forked for it
+      raw.socket.write(clientFrame(8, Buffer.from([0x03, 0xe8])))
+      yield* within(5_000, "the transport to close", raw.closed)
+      yield* until("the connection's fibers to end", (n) => n <= base + 1)
+      // the close-timeout fiber (armed by the close) and one reader for the Close, the EOF and the close
+      assert.strictEqual(supervisor.started - before, 2, "a second reader was forked for the transport's end")
     }).pipe(Effect.scoped), 30_000)
 
   it.live("one close-timeout fiber serves every closing connection and cuts each silent peer at its own deadline", () =>

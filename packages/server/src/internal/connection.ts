@@ -421,16 +421,24 @@ export class WsConnection<Data> implements WebSocket<Data>, ConnectionPort, Inbo
   /** One step of the reader fiber, built on its first wait. */
   private readerStep: Effect.Effect<void> | undefined = undefined
 
-  /** Handles what waits; true when the reader ends (the transport is gone, or it does not linger). */
+  /**
+   * Handles what waits; true when the reader ends: the transport is gone, or it handled a lone
+   * read of a connection that is not closing.
+   */
   drain(): boolean {
     // events that arrive while these are handled (a 'close' emitted by a destroy) are handled too
     for (let items = this.pending; items !== undefined; items = this.pending) {
       this.pending = undefined
       this.handle(items)
     }
-    if (this.life.transportEnded || !this.readerLinger) {
+    if (this.life.transportEnded) {
       this.readerAlive = false
-      if (this.life.transportEnded) this.readerOnDemand = false
+      this.readerOnDemand = false
+      return true
+    }
+    // a closing connection waits for the transport's end, which comes soon: the reader waits too
+    if (!this.readerLinger && !this.core.closeExpected) {
+      this.readerAlive = false
       return true
     }
     return false
