@@ -26,6 +26,8 @@ const limits = {
   tls: tlsOptions,
   http2: http2 && tlsOptions !== undefined
 }
+// --no-span: connectionSpan off (bench `ours-fast-nospan`: what the connection span costs)
+const connectionSpan = !process.argv.includes("--no-span")
 const ready = Console.log(`listening ${port} pid=${process.pid} mode=${mode}${tlsOptions ? (http2 ? " h2" : " tls") : ""}`)
 
 const program = mode === "socket"
@@ -42,6 +44,7 @@ const program = mode === "socket"
   : Layer.launch(
     Layer.effectDiscard(ready).pipe(Layer.provideMerge(WebSocketServer.layer({
       ...limits,
+      connectionSpan,
       handler: mode === "fast"
         ? (ws) => ws.run((m) => void ws.unsafeSend(m))
         : (ws) => Stream.runForEach(ws.messages, (m) => ws.send(m))

@@ -116,6 +116,12 @@ export const servers: ReadonlyArray<ServerSpec> = [
     transports: ["tls", "h2"]
   },
   {
+    name: "ours-fast-nospan",
+    description: "ours-fast with connectionSpan: false (no span per connection): what the span costs",
+    command: plainNode(serverFile("ours.mjs"), "--mode", "fast", "--no-span"),
+    unavailable: builtMissing
+  },
+  {
     name: "ours-socket-interop",
     description: "@effect-websocket/server SocketInterop.layerSocketServer with the effect-platform entry's handler",
     command: plainNode(serverFile("ours.mjs"), "--mode", "socket"),
