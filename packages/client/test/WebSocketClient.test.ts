@@ -137,6 +137,27 @@ describe("server-initiated closes and failures", () => {
       assert.deepStrictEqual(yield* ws.closed, { code: 4002, reason: "done", wasClean: true, initiatedBy: "remote" })
     }))
 
+  for (const how of ["throws", "returns a failing Effect"] as const) {
+    it.scopedLive(`a run callback that ${how} closes with 1011; what came after it is not handled`, () =>
+      Effect.gen(function*() {
+        const url = yield* ourServer({
+          handler: (ws) => Effect.zipRight(ws.send("a"), Effect.zipRight(ws.send("boom"), ws.send("after")))
+        })
+        const ws = yield* WebSocketClient.connect(url)
+        const handled: Array<unknown> = []
+        yield* ws.run((m) => {
+          handled.push(m)
+          if (m !== "boom") return
+          if (how === "throws") throw new Error("the callback threw")
+          return Effect.fail(new Error("the callback's Effect failed"))
+        })
+        const info = yield* ws.closed
+        assert.strictEqual(info.code, 1011)
+        assert.strictEqual(info.initiatedBy, "local")
+        if (how === "throws") assert.deepStrictEqual(handled, ["a", "boom"])
+      }))
+  }
+
   it.scopedLive("a TCP drop without Close is 1006, not clean", () =>
     Effect.gen(function*() {
       const { port } = yield* rawServer((socket, _head, key) => {

@@ -5,7 +5,7 @@
  * the end). Real sockets on 127.0.0.1, `ws` and raw TCP clients.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Deferred, Effect, Exit, Fiber, FiberRef, Logger, LogLevel, Option, Scope, Stream, Supervisor } from "effect"
+import { Cause, Context, Deferred, Effect, Exit, Fiber, FiberRef, Logger, LogLevel, Option, Scope, Stream, Supervisor } from "effect"
 import { READER_LINGER } from "../src/internal/connection.js"
 import type { WebSocket as Handle } from "../src/WebSocket.js"
 import * as WebSocketServer from "../src/WebSocketServer.js"
@@ -422,6 +422,47 @@ describe("run: the Effects a callback returns are supervised", () => {
       client.close()
       yield* within(5_000, "its interruption", Deferred.await(interrupted))
     }).pipe(Effect.scoped))
+  for (const how of ["throws", "returns a failing Effect", "returns a dying Effect"] as const) {
+    it.live(`a callback that ${how} closes with 1011, its cause logged with the logger around run; and shutdown is not held`, () =>
+      Effect.gen(function*() {
+        const logged: Array<string> = []
+        const handled: Array<string> = []
+        const logger = Logger.make(({ cause, message }) => logged.push(`${String(message)}: ${Cause.pretty(cause)}`))
+        const serverScope = yield* Scope.make()
+        const server = yield* WebSocketServer.make({
+          handler: (ws) =>
+            ws.run((m) => {
+              handled.push(String(m))
+              if (m !== "boom") {
+                ws.unsafeSend(m)
+                return
+              }
+              if (how === "throws") throw new Error("the callback threw")
+              return how === "returns a failing Effect"
+                ? Effect.fail(new Error("the callback's Effect failed"))
+                : Effect.die(new Error("the callback's Effect died"))
+            }).pipe(Effect.provide(Logger.replace(Logger.defaultLogger, logger)))
+        }).pipe(Scope.extend(serverScope))
+        const client = yield* connect(server.url)
+        const rec = recorder(client)
+        client.send("a")
+        yield* within(5_000, "the first echo", rec.waitMessages(1))
+        client.send("boom")
+        client.send("after")
+        const seen = yield* within(5_000, "the Close", rec.waitClose)
+        assert.strictEqual(seen.code, 1011)
+        const expected = how === "throws" ? "the callback threw" : how === "returns a failing Effect" ? "failed" : "died"
+        assert.isTrue(
+          logged.some((l) => l.startsWith("WebSocket run callback failed") && l.includes(expected)),
+          `logged: ${JSON.stringify(logged)}`
+        )
+        // a throw is known at once: what came after it in the same read is not handled
+        if (how === "throws") assert.notInclude(handled, "after", "a message after the throw reached the callback")
+        // nothing is left hanging: the server's scope closes at once
+        yield* within(2_000, "shutdown", Scope.close(serverScope, Exit.void))
+        assert.strictEqual(yield* server.connections, 0)
+      }).pipe(Effect.scoped))
+  }
 })
 
 describe("close", () => {

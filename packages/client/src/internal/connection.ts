@@ -143,8 +143,17 @@ export class ClientConnection implements WebSocket<undefined> {
   private deliver(m: Message): void {
     const cb = this.callback
     if (cb !== undefined) {
-      const r = cb(m)
-      if (r !== undefined && Effect.isEffect(r)) this.runEffect(r)
+      // the connection is failing (1011): what came after the failure is not handled
+      if (this.runFailed) return
+      let r: unknown
+      try {
+        r = cb(m)
+      } catch (defect) {
+        // thrown in the socket's callback: it fails the connection as a failing Effect would
+        this.failRun(Cause.die(defect))
+        return
+      }
+      if (r !== undefined && Effect.isEffect(r)) this.runEffect(r as Effect.Effect<unknown, unknown, any>)
       return
     }
     this.items.push(m)
@@ -294,11 +303,16 @@ export class ClientConnection implements WebSocket<undefined> {
         this.paused = false
         this.socket.resume()
       }
-      if (exit._tag === "Failure" && !this.runFailed && !Cause.isInterruptedOnly(exit.cause)) {
-        this.runFailed = true
-        this.terminate(new InternalError({ reason: "handler failed", cause: exit.cause }))
-      }
+      if (exit._tag === "Failure" && !Cause.isInterruptedOnly(exit.cause)) this.failRun(exit.cause)
     })
+  }
+
+  /** A `run` callback threw or an Effect it returned failed: close with 1011 (once) and log the cause. */
+  private failRun(cause: Cause.Cause<unknown>): void {
+    if (this.runFailed) return
+    this.runFailed = true
+    this.terminate(new InternalError({ reason: "handler failed", cause }))
+    Effect.runFork(Effect.provide(Effect.logError("WebSocket run callback failed", cause), this.runContext!))
   }
 
   private awaitEnd(): Effect.Effect<void, ProtocolError> {

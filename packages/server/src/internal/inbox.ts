@@ -68,8 +68,18 @@ export class Inbox {
   push(m: Message): void {
     const cb = this.callback
     if (cb !== undefined) {
-      const r = cb(m)
-      if (r !== undefined && Effect.isEffect(r)) this.fork(r, messageSize(m))
+      // the connection is failing (1011): what came after the failure is not handled
+      if (this.runFailed) return
+      let r: unknown
+      try {
+        r = cb(m)
+      } catch (defect) {
+        // a callback that throws fails the connection as a failing Effect would (1011), and the
+        // reader it was called from goes on
+        this.failRun(Cause.die(defect))
+        return
+      }
+      if (r !== undefined && Effect.isEffect(r)) this.fork(r as Effect.Effect<unknown, unknown, any>, messageSize(m))
       return
     }
     this.items.push(m)
@@ -180,24 +190,38 @@ export class Inbox {
   private fork(effect: Effect.Effect<unknown, unknown, any>, size: number): void {
     const running = this.running ??= new Set()
     this.load += size
-    // made on the first Effect: a `run` whose callback returns none never pays for a runtime
-    const runtime = this.runtime ??= Runtime.make({
-      context: this.caller!.currentContext as Context.Context<never>,
-      runtimeFlags: Runtime.defaultRuntimeFlags,
-      fiberRefs: this.caller!.getFiberRefs()
-    })
-    const fiber = Runtime.runFork(runtime)(effect as Effect.Effect<unknown, unknown>)
+    const fiber = Runtime.runFork(this.callerRuntime())(effect as Effect.Effect<unknown, unknown>)
     running.add(fiber)
     this.flow()
     fiber.addObserver((exit) => {
       running.delete(fiber)
       this.load -= size
       this.flow()
-      if (exit._tag === "Failure" && !this.runFailed && !Cause.isInterruptedOnly(exit.cause)) {
-        this.runFailed = true
-        this.host.fail(new InternalError({ reason: "handler failed", cause: exit.cause }))
-      }
+      if (exit._tag === "Failure" && !Cause.isInterruptedOnly(exit.cause)) this.failRun(exit.cause)
     })
+  }
+
+  /**
+   * The runtime around `run` (its logger, tracer, annotations and services), made on first use: a
+   * `run` whose callback returns no Effect and never fails never pays for one.
+   */
+  private callerRuntime(): Runtime.Runtime<never> {
+    return this.runtime ??= Runtime.make({
+      context: this.caller!.currentContext as Context.Context<never>,
+      runtimeFlags: Runtime.defaultRuntimeFlags,
+      fiberRefs: this.caller!.getFiberRefs()
+    })
+  }
+
+  /**
+   * A `run` callback threw or an Effect it returned failed: the connection fails with 1011 (once),
+   * and the cause is logged with the logger around `run`, as a failing handler's is.
+   */
+  private failRun(cause: Cause.Cause<unknown>): void {
+    if (this.runFailed) return
+    this.runFailed = true
+    this.host.fail(new InternalError({ reason: "handler failed", cause }))
+    Runtime.runFork(this.callerRuntime())(Effect.logError("WebSocket run callback failed", cause))
   }
 
   /** The connection ended: interrupts the `run` Effects still running (returns when they have). */
