@@ -465,6 +465,44 @@ describe("run: the Effects a callback returns are supervised", () => {
   }
 })
 
+describe("a defect while reading", () => {
+  it.live("fails that connection with 1011 and logs it; the server and its other connections go on", () =>
+    Effect.gen(function*() {
+      const logged: Array<string> = []
+      const logger = Logger.make(({ cause, message }) => logged.push(`${String(message)}: ${Cause.pretty(cause)}`))
+      const serverScope = yield* Scope.make()
+      const server = yield* WebSocketServer.make({
+        handler: (ws) =>
+          Effect.zipRight(
+            Effect.sync(() => {
+              // fault injection: the protocol core of the connection on /victim throws on its first read
+              if (ws.request.url !== "/victim") return
+              const core = (ws as unknown as { core: { receiveData: (chunk: Uint8Array) => void } }).core
+              core.receiveData = () => {
+                throw new Error("a bug in the decoder")
+              }
+            }),
+            ws.run((m) => {
+              ws.unsafeSend(m)
+            })
+          )
+      }).pipe(Scope.extend(serverScope), Effect.provide(Logger.replace(Logger.defaultLogger, logger)))
+      const bystander = yield* connect(server.url)
+      const victim = yield* connect(`${server.url}/victim`)
+      victim.send("boom")
+      const seen = yield* within(5_000, "the Close", recorder(victim).waitClose)
+      assert.strictEqual(seen.code, 1011)
+      assert.isTrue(
+        logged.some((l) => l.startsWith("WebSocket connection failed") && l.includes("a bug in the decoder")),
+        `logged: ${JSON.stringify(logged)}`
+      )
+      bystander.send("still here")
+      yield* within(5_000, "the bystander's echo", recorder(bystander).waitMessages(1))
+      bystander.close()
+      yield* within(2_000, "shutdown", Scope.close(serverScope, Exit.void))
+    }).pipe(Effect.scoped))
+})
+
 describe("close", () => {
   it.live("the echo of the peer's Close carries its code and its reason", () =>
     Effect.gen(function*() {

@@ -480,11 +480,21 @@ export class WsConnection<Data> implements WebSocket<Data>, ConnectionPort, Inbo
   private handle(items: Array<ReadItem>): void {
     const outbox = this.outbox
     outbox.inReader = true
-    for (let i = 0; i < items.length; i++) {
-      const item = items[i]!
-      if (item === EOF) this.onEnd()
-      else if (item === GONE) this.onGone()
-      else this.onData(item)
+    try {
+      for (let i = 0; i < items.length; i++) {
+        const item = items[i]!
+        if (item === EOF) this.onEnd()
+        else if (item === GONE) this.onGone()
+        else this.onData(item)
+      }
+    } catch (defect) {
+      // a defect of ours: this connection fails (1011, logged); the reader and the others go on
+      outbox.inReader = false
+      const cause = Cause.die(defect)
+      this.terminate(new InternalError({ reason: "internal error", cause }))
+      const log = Effect.logError("WebSocket connection failed", cause)
+      if (this.runFork !== undefined) this.runFork(log)
+      else Effect.runFork(log)
     }
     outbox.inReader = false
     outbox.flush()
