@@ -13,7 +13,7 @@ import {
   TlsError
 } from "@effect-websocket/client/Errors"
 import { assert, describe, it } from "@effect/vitest"
-import { Chunk, Effect, Exit, Fiber, Option, Scope, Stream } from "effect"
+import { Chunk, Effect, Exit, Fiber, FiberRef, Logger, Option, Scope, Stream } from "effect"
 import type { Scope as ScopeT } from "effect"
 import * as Net from "node:net"
 import { deflateRawSync } from "node:zlib"
@@ -157,6 +157,28 @@ describe("server-initiated closes and failures", () => {
         if (how === "throws") assert.deepStrictEqual(handled, ["a", "boom"])
       }))
   }
+
+  it.scopedLive("the Effects a run callback returns see the logger and the FiberRefs around run", () =>
+    Effect.gen(function*() {
+      const Tag = FiberRef.unsafeMake("none")
+      const logged: Array<string> = []
+      const seen: Array<string> = []
+      const logger = Logger.make(({ message }) => logged.push(String(message)))
+      const url = yield* ourServer({ handler: (ws) => Effect.zipRight(ws.send("a"), ws.close()) })
+      const ws = yield* WebSocketClient.connect(url)
+      yield* ws.run((m) =>
+        Effect.gen(function*() {
+          seen.push(yield* FiberRef.get(Tag))
+          yield* Effect.log(`got ${String(m)}`)
+        })
+      ).pipe(Effect.locally(Tag, "set around run"), Effect.provide(Logger.replace(Logger.defaultLogger, logger)))
+      // the Effect was forked by the callback: wait for it (bounded)
+      yield* Effect.timeoutFail(Effect.gen(function*() {
+        while (seen.length < 1) yield* Effect.sleep(2)
+      }), { duration: 2_000, onTimeout: () => new Error("the callback's Effect never ran") })
+      assert.deepStrictEqual(seen, ["set around run"])
+      assert.deepStrictEqual(logged, ["got a"])
+    }))
 
   it.scopedLive("a TCP drop without Close is 1006, not clean", () =>
     Effect.gen(function*() {

@@ -4,8 +4,8 @@ import type { ProtocolError } from "@effect-websocket/protocol/Errors"
 import { InternalError, InvalidSendError, PolicyViolationError } from "@effect-websocket/protocol/Errors"
 import { WebSocketClosedError } from "@effect-websocket/server/Errors"
 import type { CloseInfo, Message, RequestInfo, SendOptions, WebSocket } from "@effect-websocket/server/WebSocket"
-import { Cause, Chunk, Deferred, Effect, Exit, FiberId, Option, Sink, Stream } from "effect"
-import type { Context } from "effect"
+import { Cause, Chunk, Deferred, Effect, Exit, FiberId, Option, Runtime, Sink, Stream } from "effect"
+import type { Context, Fiber } from "effect"
 import type { Socket } from "node:net"
 import type { ResolvedOptions } from "./options.js"
 
@@ -45,7 +45,9 @@ export class ClientConnection implements WebSocket<undefined> {
   private batchOut = false
   private paused = false
   private callback: ((m: Message) => unknown) | undefined = undefined
-  private runContext: Context.Context<never> | undefined = undefined
+  /** The fiber that called `run`, and a runtime with its context and FiberRefs, made on first use. */
+  private runCaller: Fiber.RuntimeFiber<unknown, unknown> | undefined = undefined
+  private runRuntime: Runtime.Runtime<never> | undefined = undefined
   private running = 0
   private runFailed = false
 
@@ -269,7 +271,7 @@ export class ClientConnection implements WebSocket<undefined> {
 
   readonly run: WebSocket<undefined>["run"] = (onMessage) =>
     Effect.withFiberRuntime((fiber) => {
-      this.runContext = fiber.currentContext
+      this.runCaller = fiber as Fiber.RuntimeFiber<unknown, unknown>
       const items = this.items
       const pending = items.slice(this.head).filter((m): m is Message => m !== END)
       const ended = items.includes(END, this.head)
@@ -297,7 +299,7 @@ export class ClientConnection implements WebSocket<undefined> {
       this.paused = true
       this.socket.pause()
     }
-    Effect.runFork(Effect.provide(effect, this.runContext!) as Effect.Effect<unknown, unknown>).addObserver((exit) => {
+    Runtime.runFork(this.callerRuntime())(effect as Effect.Effect<unknown, unknown>).addObserver((exit) => {
       this.running--
       if (this.paused && !this.transportClosed && this.running <= 512) {
         this.paused = false
@@ -312,7 +314,20 @@ export class ClientConnection implements WebSocket<undefined> {
     if (this.runFailed) return
     this.runFailed = true
     this.terminate(new InternalError({ reason: "handler failed", cause }))
-    Effect.runFork(Effect.provide(Effect.logError("WebSocket run callback failed", cause), this.runContext!))
+    Runtime.runFork(this.callerRuntime())(Effect.logError("WebSocket run callback failed", cause))
+  }
+
+  /**
+   * The runtime around `run` (its services, logger, log level, tracer and annotations): the Effects
+   * a callback returns, and the log of its failure, run with it.
+   */
+  private callerRuntime(): Runtime.Runtime<never> {
+    const caller = this.runCaller!
+    return this.runRuntime ??= Runtime.make({
+      context: caller.currentContext as Context.Context<never>,
+      runtimeFlags: Runtime.defaultRuntimeFlags,
+      fiberRefs: caller.getFiberRefs()
+    })
   }
 
   private awaitEnd(): Effect.Effect<void, ProtocolError> {
