@@ -5,7 +5,7 @@
  * stubs: the wire-level behaviour is in Lifecycle.test.ts.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Fiber } from "effect"
+import { Effect, Exit, Fiber } from "effect"
 import { CloseTimeouts } from "../src/internal/lifecycle.js"
 import type { Lifecycle } from "../src/internal/lifecycle.js"
 
@@ -58,12 +58,27 @@ describe("CloseTimeouts", () => {
       const { fibers, fork } = forks()
       const timeouts = new CloseTimeouts(20)
       timeouts.arm(stub(fired, "a"), fork)
-      yield* Fiber.await(fibers[0]!)
+      assert.isTrue(Exit.isSuccess(yield* Fiber.await(fibers[0]!)), "the fiber ends, it does not fail")
       assert.deepStrictEqual(fired.map((f) => f.name), ["a"])
       timeouts.arm(stub(fired, "b"), fork)
       assert.strictEqual(fibers.length, 2, "a new fiber once the first has ended")
-      yield* Fiber.await(fibers[1]!)
+      assert.isTrue(Exit.isSuccess(yield* Fiber.await(fibers[1]!)))
       assert.deepStrictEqual(fired.map((f) => f.name), ["a", "b"])
+    }))
+
+  it.live("a cleared deadline does not keep the fiber: it ends with the last armed one", () =>
+    Effect.gen(function*() {
+      const fired: Array<{ name: string; at: number }> = []
+      const { fibers, fork } = forks()
+      const timeouts = new CloseTimeouts(200)
+      timeouts.arm(stub(fired, "a"), fork)
+      yield* Effect.sleep(100)
+      const armedB = Date.now()
+      timeouts.arm(stub(fired, "b"), fork).life = undefined // b's connection closed in time
+      assert.isTrue(Exit.isSuccess(yield* Fiber.await(fibers[0]!)))
+      assert.deepStrictEqual(fired.map((f) => f.name), ["a"])
+      // the fiber ended when a fell due (~100 ms after b was armed), not at b's deadline (200 ms)
+      assert.isBelow(Date.now() - armedB, 170, "the fiber slept until a cleared deadline")
     }))
 
   it.live("a fiber that was interrupted (its runtime shut down) is replaced by the next arm", () =>
