@@ -42,7 +42,7 @@ describe("CloseTimeouts", () => {
       for (const name of ["a", "b", "c", "d"]) {
         armedAt[name] = Date.now()
         const deadline = timeouts.arm(stub(fired, name), fork)
-        if (name === "b") deadline.life = undefined // b's connection closed in time
+        if (name === "b") timeouts.disarm(deadline) // b's connection closed in time
         yield* Effect.sleep(10)
       }
       assert.strictEqual(fibers.length, 1, "one fiber for deadlines armed while it runs")
@@ -74,11 +74,33 @@ describe("CloseTimeouts", () => {
       timeouts.arm(stub(fired, "a"), fork)
       yield* Effect.sleep(100)
       const armedB = Date.now()
-      timeouts.arm(stub(fired, "b"), fork).life = undefined // b's connection closed in time
+      timeouts.disarm(timeouts.arm(stub(fired, "b"), fork)) // b's connection closed in time
       assert.isTrue(Exit.isSuccess(yield* Fiber.await(fibers[0]!)))
       assert.deepStrictEqual(fired.map((f) => f.name), ["a"])
       // the fiber ended when a fell due (~100 ms after b was armed), not at b's deadline (200 ms)
       assert.isBelow(Date.now() - armedB, 170, "the fiber slept until a cleared deadline")
+    }))
+
+  it.live("disarming the last armed deadline ends the fiber at once; one armed right after still fires", () =>
+    Effect.gen(function*() {
+      const fired: Array<{ name: string; at: number }> = []
+      const { fibers, fork } = forks()
+      const timeouts = new CloseTimeouts(300)
+      const started = Date.now()
+      const a = timeouts.arm(stub(fired, "a"), fork)
+      yield* Effect.sleep(10)
+      timeouts.disarm(a)
+      assert.isTrue(Exit.isSuccess(yield* Fiber.await(fibers[0]!)))
+      assert.isBelow(Date.now() - started, 200, "the fiber waited for a disarmed deadline")
+      assert.deepStrictEqual(fired, [])
+      // disarm and arm again before the woken fiber has run: the same fiber serves the new deadline
+      const b = timeouts.arm(stub(fired, "b"), fork)
+      yield* Effect.sleep(10)
+      timeouts.disarm(b)
+      timeouts.arm(stub(fired, "c"), fork)
+      assert.strictEqual(fibers.length, 2, "the woken fiber was still running: no new one")
+      yield* waitFor("c to fire", () => fired.length === 1)
+      assert.deepStrictEqual(fired.map((f) => f.name), ["c"])
     }))
 
   it.live("a fiber that was interrupted (its runtime shut down) is replaced by the next arm", () =>
@@ -101,7 +123,7 @@ describe("CloseTimeouts", () => {
       const keep = new Set([0, 1500, 2999])
       for (let i = 0; i < 3000; i++) {
         const deadline = timeouts.arm(stub(fired, String(i)), fork)
-        if (!keep.has(i)) deadline.life = undefined
+        if (!keep.has(i)) timeouts.disarm(deadline)
       }
       yield* Fiber.await(fibers[0]!)
       assert.deepStrictEqual(fired.map((f) => f.name), ["0", "1500", "2999"])

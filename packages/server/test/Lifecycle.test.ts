@@ -201,7 +201,6 @@ describe("the connection's fibers", () => {
     const { supervisor, until } = yield* census()
     const server = yield* WebSocketServer.make({
       keepaliveInterval: 0,
-      // the close-timeout fiber outlives the last close by up to this
       closeTimeout: 300,
       handler: (ws) =>
         ws.run((m) => {
