@@ -13,7 +13,7 @@ import {
   TlsError
 } from "@effect-websocket/client/Errors"
 import { assert, describe, it } from "@effect/vitest"
-import { Chunk, Effect, Exit, Fiber, FiberRef, Logger, Option, Scope, Stream } from "effect"
+import { Chunk, Deferred, Effect, Exit, Fiber, FiberRef, Logger, Option, Scope, Stream } from "effect"
 import type { Scope as ScopeT } from "effect"
 import * as Net from "node:net"
 import { deflateRawSync } from "node:zlib"
@@ -178,6 +178,30 @@ describe("server-initiated closes and failures", () => {
       }), { duration: 2_000, onTimeout: () => new Error("the callback's Effect never ran") })
       assert.deepStrictEqual(seen, ["set around run"])
       assert.deepStrictEqual(logged, ["got a"])
+    }))
+
+  it.scopedLive("the Effects a run callback returns are interrupted when the connection ends", () =>
+    Effect.gen(function*() {
+      const started = yield* Deferred.make<void>()
+      const interrupted = yield* Deferred.make<void>()
+      const url = yield* ourServer({
+        handler: (ws) => Effect.zipRight(ws.send("a"), Stream.runDrain(ws.messages))
+      })
+      const ws = yield* WebSocketClient.connect(url)
+      const run = yield* Effect.fork(ws.run(() =>
+        Effect.onInterrupt(Effect.zipRight(Deferred.succeed(started, void 0), Effect.never), () =>
+          Deferred.succeed(interrupted, void 0))
+      ))
+      yield* Effect.timeoutFail(Deferred.await(started), {
+        duration: 2_000,
+        onTimeout: () => new Error("the callback's Effect never started")
+      })
+      yield* ws.close()
+      yield* Effect.timeoutFail(Deferred.await(interrupted), {
+        duration: 2_000,
+        onTimeout: () => new Error("the callback's Effect was not interrupted when the connection ended")
+      })
+      yield* Fiber.join(run)
     }))
 
   it.scopedLive("a TCP drop without Close is 1006, not clean", () =>

@@ -49,6 +49,8 @@ export class ClientConnection implements WebSocket<undefined> {
   private runCaller: Fiber.RuntimeFiber<unknown, unknown> | undefined = undefined
   private runRuntime: Runtime.Runtime<never> | undefined = undefined
   private running = 0
+  /** The Effects `run` callbacks returned that are still running: interrupted when the connection ends. */
+  private runFibers: Set<Fiber.RuntimeFiber<unknown, unknown>> | undefined = undefined
   private runFailed = false
 
   // writer
@@ -186,6 +188,8 @@ export class ClientConnection implements WebSocket<undefined> {
   private onClose(): void {
     if (this.transportClosed) return
     this.transportClosed = true
+    const fibers = this.runFibers
+    if (fibers !== undefined) for (const f of fibers) f.unsafeInterruptAsFork(FiberId.none)
     if (this.keepalive !== undefined) clearInterval(this.keepalive)
     if (this.closeTimer !== undefined) clearTimeout(this.closeTimer)
     const core = this.core
@@ -299,7 +303,11 @@ export class ClientConnection implements WebSocket<undefined> {
       this.paused = true
       this.socket.pause()
     }
-    Runtime.runFork(this.callerRuntime())(effect as Effect.Effect<unknown, unknown>).addObserver((exit) => {
+    const fiber = Runtime.runFork(this.callerRuntime())(effect as Effect.Effect<unknown, unknown>)
+    const fibers = this.runFibers ??= new Set()
+    fibers.add(fiber)
+    fiber.addObserver((exit) => {
+      fibers.delete(fiber)
       this.running--
       if (this.paused && !this.transportClosed && this.running <= 512) {
         this.paused = false
