@@ -24,6 +24,17 @@ const forks = () => {
   return { fibers, fork }
 }
 
+/**
+ * Records, in one list, when a fiber exits and when a marker timer set `ms` from now fires: the
+ * order of the two says whether the fiber outlived the moment the marker stands for.
+ */
+const race = (fiber: Fiber.RuntimeFiber<void>, ms: number) => {
+  const events: Array<string> = []
+  fiber.addObserver(() => events.push("fiber ended"))
+  setTimeout(() => events.push("marker"), ms)
+  return events
+}
+
 const waitFor = (what: string, pred: () => boolean, ms = 2_000) =>
   Effect.timeoutFail(
     Effect.gen(function*() {
@@ -70,15 +81,16 @@ describe("CloseTimeouts", () => {
     Effect.gen(function*() {
       const fired: Array<{ name: string; at: number }> = []
       const { fibers, fork } = forks()
-      const timeouts = new CloseTimeouts(200)
+      const timeouts = new CloseTimeouts(400)
       timeouts.arm(stub(fired, "a"), fork)
-      yield* Effect.sleep(100)
-      const armedB = Date.now()
+      yield* Effect.sleep(200)
       timeouts.disarm(timeouts.arm(stub(fired, "b"), fork)) // b's connection closed in time
+      // a falls due 200 ms from now, b would 400 ms from now: a marker between the two
+      const events = race(fibers[0]!, 300)
       assert.isTrue(Exit.isSuccess(yield* Fiber.await(fibers[0]!)))
       assert.deepStrictEqual(fired.map((f) => f.name), ["a"])
-      // the fiber ended when a fell due (~100 ms after b was armed), not at b's deadline (200 ms)
-      assert.isBelow(Date.now() - armedB, 170, "the fiber slept until a cleared deadline")
+      yield* waitFor("the marker at b's deadline", () => events.includes("marker"))
+      assert.deepStrictEqual(events, ["fiber ended", "marker"], "the fiber slept until a cleared deadline")
     }))
 
   it.live("disarming the last armed deadline ends the fiber at once; one armed right after still fires", () =>
@@ -86,12 +98,14 @@ describe("CloseTimeouts", () => {
       const fired: Array<{ name: string; at: number }> = []
       const { fibers, fork } = forks()
       const timeouts = new CloseTimeouts(300)
-      const started = Date.now()
       const a = timeouts.arm(stub(fired, "a"), fork)
+      // a marker halfway to a's deadline: disarming ends the fiber well before it
+      const events = race(fibers[0]!, 150)
       yield* Effect.sleep(10)
       timeouts.disarm(a)
       assert.isTrue(Exit.isSuccess(yield* Fiber.await(fibers[0]!)))
-      assert.isBelow(Date.now() - started, 200, "the fiber waited for a disarmed deadline")
+      yield* waitFor("the marker at a's deadline", () => events.includes("marker"))
+      assert.deepStrictEqual(events, ["fiber ended", "marker"], "the fiber waited for a disarmed deadline")
       assert.deepStrictEqual(fired, [])
       // disarm and arm again before the woken fiber has run: the same fiber serves the new deadline
       const b = timeouts.arm(stub(fired, "b"), fork)
