@@ -8,7 +8,7 @@
 import * as SocketServer from "@effect/platform/SocketServer"
 import { NodeRuntime } from "@effect/platform-node"
 import { SocketInterop, WebSocketServer } from "@effect-websocket/server"
-import { Console, Effect, Layer, Stream } from "effect"
+import { Console, Context, DefaultServices, Effect, Layer, Stream, Tracer } from "effect"
 import { exitWithParent, host, http2, port, tlsOptions } from "./common.mjs"
 
 exitWithParent()
@@ -26,8 +26,13 @@ const limits = {
   tls: tlsOptions,
   http2: http2 && tlsOptions !== undefined
 }
-// --no-span: connectionSpan off (bench `ours-fast-nospan`: what the connection span costs)
-const connectionSpan = !process.argv.includes("--no-span")
+// --traced: a tracer that records spans is installed (bench `ours-fast-traced`), so each connection
+// gets its span (`connectionSpan` "auto" makes none with Effect's built-in tracer): what tracing costs.
+// It keeps nothing, as an exporter that drops every span would.
+const nativeTracer = Context.get(DefaultServices.liveServices, Tracer.Tracer)
+const traced = process.argv.includes("--traced")
+  ? Layer.setTracer(Tracer.make({ span: (...args) => nativeTracer.span(...args), context: nativeTracer.context }))
+  : Layer.empty
 const ready = Console.log(`listening ${port} pid=${process.pid} mode=${mode}${tlsOptions ? (http2 ? " h2" : " tls") : ""}`)
 
 const program = mode === "socket"
@@ -44,11 +49,10 @@ const program = mode === "socket"
   : Layer.launch(
     Layer.effectDiscard(ready).pipe(Layer.provideMerge(WebSocketServer.layer({
       ...limits,
-      connectionSpan,
       handler: mode === "fast"
         ? (ws) => ws.run((m) => void ws.unsafeSend(m))
         : (ws) => Stream.runForEach(ws.messages, (m) => ws.send(m))
-    })))
+    }))).pipe(Layer.provide(traced))
   )
 
 NodeRuntime.runMain(program)

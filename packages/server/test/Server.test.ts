@@ -1,9 +1,24 @@
 import { assert, describe, it } from "@effect/vitest"
 import { setFlagsFromString } from "node:v8"
 import { runInNewContext } from "node:vm"
-import { Cause, Chunk, Context, Deferred, Effect, Exit, Fiber, Metric, Option, Schedule, Schema, Scope, Stream } from "effect"
+import {
+  Cause,
+  Chunk,
+  Context,
+  DefaultServices,
+  Deferred,
+  Effect,
+  Exit,
+  Fiber,
+  Metric,
+  Option,
+  Schedule,
+  Schema,
+  Scope,
+  Stream,
+  Tracer
+} from "effect"
 import * as net from "node:net"
-import type { Tracer } from "effect"
 import * as MessageSchema from "../src/MessageSchema.js"
 import * as Metrics from "../src/Metrics.js"
 import { UpgradeRejected } from "../src/Errors.js"
@@ -159,8 +174,44 @@ describe("echo over a real socket with the ws client", () => {
       assert.strictEqual((yield* Metric.value(Metrics.pingRoundTrip)).count - rttsBefore, 1)
     }))
 
-  it.scopedLive("the handler runs in a websocket.connection span that ends with the handler", () =>
+  /** A tracer that records spans (as an exporter would): Effect's built-in one, with a log of what it made. */
+  const recordingTracer = () => {
+    const native = Context.get(DefaultServices.liveServices, Tracer.Tracer)
+    const made: Array<string> = []
+    const tracer = Tracer.make({
+      span: (...args) => {
+        made.push(args[0])
+        return native.span(...args)
+      },
+      context: native.context
+    })
+    return { made, tracer }
+  }
+
+  /**
+   * The name of the span the handler runs in, or undefined (not an `Option`: chai's deep equality
+   * finds `Option.some(x)` equal to `Option.none()`).
+   */
+  const handlerSpan = (options: { connectionSpan?: boolean | "auto" }) =>
     Effect.gen(function*() {
+      const seen = yield* Deferred.make<string | undefined>()
+      const server = yield* WebSocketServer.make({
+        ...options,
+        handler: (ws) =>
+          Effect.zipRight(
+            Effect.flatMap(Effect.option(Effect.currentSpan), (s) => Deferred.succeed(seen, Option.getOrUndefined(s)?.name)),
+            ws.run(() => {})
+          )
+      })
+      const client = yield* connect(server.url)
+      const span = yield* Deferred.await(seen).pipe(within("5 seconds", "the handler to look at its span"))
+      client.close()
+      return span
+    })
+
+  it.scopedLive("with a tracer installed, the handler runs in a websocket.connection span that ends with the handler", () =>
+    Effect.gen(function*() {
+      const { made, tracer } = recordingTracer()
       const spans = yield* Deferred.make<{ span: Tracer.Span; child: Tracer.Span }>()
       const server = yield* WebSocketServer.make({
         handler: (ws) =>
@@ -170,9 +221,10 @@ describe("echo over a real socket with the ws client", () => {
             yield* Deferred.succeed(spans, { span, child })
             yield* ws.run(() => {})
           })
-      })
+      }).pipe(Effect.withTracer(tracer))
       const client = yield* connect(server.url + "/room?x=1")
-      const { child, span } = yield* Deferred.await(spans)
+      const { child, span } = yield* Deferred.await(spans).pipe(within("5 seconds", "the handler's spans"))
+      assert.deepStrictEqual(made, ["websocket.connection", "child"], "both spans went to the installed tracer")
       assert.strictEqual(span.name, "websocket.connection")
       assert.strictEqual(span.attributes.get("url.path"), "/room?x=1")
       assert.strictEqual(typeof span.attributes.get("websocket.id"), "number")
@@ -184,19 +236,25 @@ describe("echo over a real socket with the ws client", () => {
       assert.ok(ended._tag === "Ended" && ended.endTime >= ended.startTime)
     }))
 
-  it.scopedLive("connectionSpan: false runs the handler without a span", () =>
+  it.scopedLive("by default, no span with Effect's built-in tracer (nothing records it) or with tracing off", () =>
     Effect.gen(function*() {
-      const seen = yield* Deferred.make<Option.Option<string>>()
-      const server = yield* WebSocketServer.make({
-        connectionSpan: false,
-        handler: (ws) =>
-          Effect.zipRight(
-            Effect.flatMap(Effect.option(Effect.currentSpan), (s) => Deferred.succeed(seen, Option.map(s, (x) => x.name))),
-            ws.run(() => {})
-          )
-      })
-      yield* connect(server.url)
-      assert.deepStrictEqual(yield* Deferred.await(seen), Option.none())
+      assert.strictEqual(yield* handlerSpan({}), undefined)
+      const { made, tracer } = recordingTracer()
+      const off = yield* handlerSpan({}).pipe(Effect.withTracer(tracer), Effect.withTracerEnabled(false))
+      assert.strictEqual(off, undefined)
+      assert.deepStrictEqual(made, [])
+    }))
+
+  it.scopedLive("connectionSpan: true makes the span with the built-in tracer too", () =>
+    Effect.gen(function*() {
+      assert.strictEqual(yield* handlerSpan({ connectionSpan: true }), "websocket.connection")
+    }))
+
+  it.scopedLive("connectionSpan: false runs the handler without a span, even with a tracer installed", () =>
+    Effect.gen(function*() {
+      const { made, tracer } = recordingTracer()
+      assert.strictEqual(yield* handlerSpan({ connectionSpan: false }).pipe(Effect.withTracer(tracer)), undefined)
+      assert.deepStrictEqual(made, [])
     }))
 
   it.scopedLive("the request carries the URL, the headers and the peer's address", () =>

@@ -5,6 +5,7 @@ import type { PerMessageDeflateParams, ResolvedPerMessageDeflateOptions } from "
 import {
   Cause,
   Context,
+  DefaultServices,
   Deferred,
   Effect,
   Exit,
@@ -104,6 +105,20 @@ export const closeCodeForHandlerFailure = (cause: Cause.Cause<unknown>): { code:
   }
   return { code: 1011, reason: "internal error" }
 }
+
+/** Effect's built-in tracer: its spans are kept by nobody (no exporter reads them). */
+const nativeTracer = Context.get(DefaultServices.liveServices, Tracer.Tracer)
+
+/**
+ * Whether the connection gets its span: always (`true`), never (`false`), or (`"auto"`) when the
+ * fiber's tracer records spans somewhere: a tracer other than Effect's built-in one is installed
+ * and tracing is not turned off.
+ */
+const wantsSpan = (policy: boolean | "auto", fiber: Fiber.RuntimeFiber<unknown, unknown>): boolean =>
+  policy === "auto"
+    ? fiber.getFiberRef(FiberRef.currentTracerEnabled) &&
+      Context.get(fiber.getFiberRef(DefaultServices.currentServices), Tracer.Tracer) !== nativeTracer
+    : policy
 
 /**
  * Effect's native tracer builds a span's trace and span ids one character at a time, and V8
@@ -224,7 +239,7 @@ export class WsConnection<Data> implements WebSocket<Data>, ConnectionPort, Inbo
    */
   lifetime<E, R>(
     handler: (ws: WebSocket<Data>) => Effect.Effect<unknown, E, R>,
-    span: boolean,
+    span: boolean | "auto",
     runFork: (effect: Effect.Effect<void>, options?: Runtime.RunForkOptions) => Fiber.RuntimeFiber<void>
   ): Effect.Effect<unknown, E, Exclude<R, Scope.Scope>> {
     this.runFork = runFork
@@ -243,7 +258,7 @@ export class WsConnection<Data> implements WebSocket<Data>, ConnectionPort, Inbo
           this.readerOnDemand = true
           this.transport.resume()
           if (this.pending !== undefined) this.forkReader()
-          return Effect.matchCauseEffect(Effect.interruptible(this.runHandler(handler, scope, span)), endOf(this))
+          return Effect.matchCauseEffect(Effect.interruptible(this.runHandler(handler, scope, wantsSpan(span, fiber))), endOf(this))
         })
       })
     )
