@@ -127,6 +127,8 @@ const selectedScenarios = serverScenarioNames !== undefined && serverScenarioNam
 const runs = num(args.runs, quick ? 1 : 3)
 const warmupSec = num(args.warmup, quick ? 0.5 : 1)
 const measureSec = num(args.duration, quick ? 1.5 : 2)
+/** A scenario's warm-up: `--warmup`, or its own minimum when that is longer (not in `--quick` mode). */
+const warmupOf = (sc: Scenario): number => (quick ? warmupSec : Math.max(warmupSec, sc.minWarmupSec ?? 0))
 const threads = Math.max(1, num(args.threads, 1))
 const write = !args["no-write"]
 /** Connections are spread over these local addresses (all on loopback). */
@@ -537,7 +539,7 @@ const runOne = async (spec: ServerSpec, sc: Scenario, run: number): Promise<RunR
     if (gen.open === 0 && sc.mode !== "handshake") {
       return { ...base, error: gen.firstError ?? "no connection opened", errors: gen.failed }
     }
-    await sleep(warmupSec * 1000)
+    await sleep(warmupOf(sc) * 1000)
     const a = snapshot(server, gen)
     await sleep(measureSec * 1000)
     const b = snapshot(server, gen)
@@ -657,7 +659,7 @@ const main = async () => {
     process.exit(2)
   }
   const startedAt = new Date().toISOString()
-  const perRun = selectedScenarios.reduce((a, sc) => a + (sc.mode === "idle" ? 4 + sc.conns / 2000 : warmupSec + measureSec + 2), 0)
+  const perRun = selectedScenarios.reduce((a, sc) => a + (sc.mode === "idle" ? 4 + sc.conns / 2000 : warmupOf(sc) + measureSec + 2), 0)
   console.log(
     `servers: ${selectedServers.map((s) => s.name).join(", ")}${skipped.length > 0 ? `  (skipped: ${skipped.map((s) => `${s.name}: ${s.reason}`).join("; ")})` : ""}\n` +
       `scenarios: ${selectedScenarios.map((s) => s.name).join(", ")}\n` +

@@ -89,37 +89,40 @@ describe("RFC 6455 §9.1: Sec-WebSocket-Extensions grammar", () => {
     assert.deepStrictEqual(offers("PerMessage-Deflate; A=B"), [{ name: "PerMessage-Deflate", params: [p("A", "B")] }])
   })
 
-  describe("malformed values are 400", () => {
-    const cases: ReadonlyArray<readonly [string, string]> = [
-      ["a lone semicolon", ";"],
-      ["parameters without a name", "; a=1"],
-      ["empty parameter name (`;;`)", "foo;;a"],
-      ["trailing semicolon", "foo;"],
-      ["empty parameter name before `=`", "foo; =1"],
-      ["`=` without a value", "foo; a="],
-      ["`=` without a value before a comma", "foo; a=, bar"],
-      ["double `=`", "foo; a==1"],
-      ["value with a space", "foo; a=1 2"],
-      ["name with a space", "foo bar"],
-      ["separator in a name", "foo/bar"],
-      ["`@` in a name", "f@o"],
-      ["non-ASCII in a name", "d\u00e9flate"],
-      ["NUL", "foo\u0000"],
-      ["CR LF", "foo\r\n; a"],
-      ["unterminated quoted value", "foo; a=\"10"],
-      ["unterminated quote at the end", "foo; a=\""],
-      ["escape at the end", "foo; a=\"1\\"],
-      ["empty quoted value", "foo; a=\"\""],
-      ["space in a quoted value", "foo; a=\"1 0\""],
-      ["escaped quote makes a non-token", "foo; a=\"\\\"\""],
-      ["text after a quoted value", "foo; a=\"1\"2"],
-      ["quoted extension name", "\"foo\""],
-      ["quoted parameter name", "foo; \"a\"=1"],
-      ["comma then semicolon", "foo, ;a"]
+  describe("malformed values are 400, with what was wrong and where", () => {
+    // [case, value, what the reason says after "malformed Sec-WebSocket-Extensions header: "]
+    const cases: ReadonlyArray<readonly [string, string, string]> = [
+      ["a lone semicolon", ";", "expected an extension name at offset 0"],
+      ["parameters without a name", "; a=1", "expected an extension name at offset 0"],
+      ["empty parameter name (`;;`)", "foo;;a", "expected a parameter name at offset 4"],
+      ["trailing semicolon", "foo;", "expected a parameter name at offset 4"],
+      ["empty parameter name before `=`", "foo; =1", "expected a parameter name at offset 5"],
+      ["`=` without a value", "foo; a=", "expected a parameter value at offset 7"],
+      ["`=` without a value before a comma", "foo; a=, bar", "expected a parameter value at offset 7"],
+      ["double `=`", "foo; a==1", "expected a parameter value at offset 7"],
+      ["value with a space", "foo; a=1 2", "unexpected character at offset 9"],
+      ["name with a space", "foo bar", "unexpected character at offset 4"],
+      ["separator in a name", "foo/bar", "unexpected character at offset 3"],
+      ["`@` in a name", "f@o", "unexpected character at offset 1"],
+      ["non-ASCII in a name", "d\u00e9flate", "unexpected character at offset 1"],
+      ["NUL", "foo\u0000", "unexpected character at offset 3"],
+      ["CR LF", "foo\r\n; a", "unexpected character at offset 3"],
+      ["unterminated quoted value", "foo; a=\"10", "unterminated quoted string at offset 10"],
+      ["unterminated quote at the end", "foo; a=\"", "unterminated quoted string at offset 8"],
+      ["escape at the end", "foo; a=\"1\\", "unterminated quoted string at offset 10"],
+      ["empty quoted value", "foo; a=\"\"", "quoted parameter value is empty at offset 8"],
+      ["space in a quoted value", "foo; a=\"1 0\"", "quoted parameter value is not a token at offset 9"],
+      ["escaped quote makes a non-token", "foo; a=\"\\\"\"", "quoted parameter value is not a token at offset 9"],
+      ["text after a quoted value", "foo; a=\"1\"2", "unexpected character at offset 10"],
+      ["quoted extension name", "\"foo\"", "expected an extension name at offset 0"],
+      ["quoted parameter name", "foo; \"a\"=1", "expected a parameter name at offset 5"],
+      ["comma then semicolon", "foo, ;a", "expected an extension name at offset 5"]
     ]
-    for (const [name, value] of cases) {
+    for (const [name, value, what] of cases) {
       it(name, () => {
-        assertBadRequest(Extensions.parseExtensions(value))
+        const result = Extensions.parseExtensions(value)
+        assertBadRequest(result)
+        assert.strictEqual((result as HandshakeError).reason, `malformed Sec-WebSocket-Extensions header: ${what}`)
       })
     }
   })
@@ -235,9 +238,21 @@ describe("RFC 6455 §4.1 item 10: Sec-WebSocket-Protocol", () => {
     assert.deepStrictEqual(protocols("__proto__, constructor"), ["__proto__", "constructor"])
   })
 
-  for (const value of ["chat superchat", "chat;q=1", "a/b", "\"chat\"", "chat\u00e9", "a,\u0000", "a," + " ".repeat(100_000) + "@"]) {
-    it(`${JSON.stringify(value.slice(0, 20))} is 400`, () => {
-      assertBadRequest(Extensions.parseProtocols(value))
+  // [value, what the reason says after "malformed Sec-WebSocket-Protocol header: "]
+  const bad: ReadonlyArray<readonly [string, string]> = [
+    ["chat superchat", "unexpected character at offset 5"],
+    ["chat;q=1", "unexpected character at offset 4"],
+    ["a/b", "unexpected character at offset 1"],
+    ["\"chat\"", "expected a token at offset 0"],
+    ["chat\u00e9", "unexpected character at offset 4"],
+    ["a,\u0000", "expected a token at offset 2"],
+    ["a," + " ".repeat(100_000) + "@", "expected a token at offset 100002"]
+  ]
+  for (const [value, what] of bad) {
+    it(`${JSON.stringify(value.slice(0, 20))} is 400: ${what}`, () => {
+      const result = Extensions.parseProtocols(value)
+      assertBadRequest(result)
+      assert.strictEqual((result as HandshakeError).reason, `malformed Sec-WebSocket-Protocol header: ${what}`)
     })
   }
 })
