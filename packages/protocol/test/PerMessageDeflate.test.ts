@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { jsonText, ok } from "./helpers.js"
+import { frame, jsonText, ok, run } from "./helpers.js"
 import { FastCheck } from "effect"
 import * as Zlib from "node:zlib"
 import { InternalError, InvalidPayloadError, MessageTooBigError } from "../src/Errors.js"
@@ -514,6 +514,27 @@ describe("RFC 6455 §10.4 / RFC 7692 §8 limits and failures", () => {
     assert.isBelow(peakAfter - Math.max(peakBefore, before.rss), limit, "peak rss growth")
     oneShot.close()
     streamed.close()
+  })
+
+  it("a connection whose maxMessageSize is not a whole number counts whole bytes", () => {
+    // 70,000 random bytes inflate into two 64 KiB scratch buffers (a fractional limit once threw there)
+    const m = Buffer.from(Array.from({ length: 70_000 }, (_, i) => (i * 2654435761) >>> 24))
+    const wire = frame(0x2, PerMessageDeflate.compressStandalone(m), { rsv1: true })
+    for (const [maxMessageSize, fits] of [[70_000.5, true], [69_999.5, false]] as const) {
+      const compression = new PerMessageDeflate(params())
+      const { connection, events } = run([wire], { role: "server", maxMessageSize, compression })
+      if (fits) {
+        assert.strictEqual(events.length, 1)
+        const e = events[0]!
+        assert.strictEqual(e._tag, "Binary")
+        assert.isTrue(Buffer.from((e as { data: Uint8Array }).data).equals(m))
+        assert.isUndefined(connection.failure)
+      } else {
+        assert.instanceOf(connection.failure, MessageTooBigError)
+        assert.strictEqual(connection.failure.closeCode, 1009)
+      }
+      compression.close()
+    }
   })
 
   it("fails at one byte past the allowance, around the 64 KiB output-chunk boundaries too", () => {

@@ -411,7 +411,8 @@ export const inflatePiece = (
   fin: boolean,
   maxBytes: number
 ): Buffer | MessageTooBigError | InvalidPayloadError | InternalError => {
-  if (!(maxBytes >= 0)) maxBytes = 0
+  // a limit counts whole bytes (a fractional one would give zlib a fractional room)
+  maxBytes = maxBytes >= 0 ? Math.floor(maxBytes) : 0
   let input: Uint8Array = data
   let inOff = 0
   let inLen = data.length
