@@ -411,6 +411,38 @@ describe("closing (RFC 6455 §7)", () => {
     }))
 })
 
+describe("limits", () => {
+  it.scopedLive("a limit out of range is a RangeError when the server is made, not at its first connection", () =>
+    Effect.gen(function*() {
+      const cases = [
+        [{ maxHeaderBytes: 0 }, "maxHeaderBytes must be an integer >= 1, got 0"],
+        [{ maxHeaders: 2.5 }, "maxHeaders must be an integer >= 1, got 2.5"],
+        [{ maxMessageSize: Number.NaN }, "maxMessageSize must be an integer >= 0, got NaN"],
+        [{ maxFrameSize: -1 }, "maxFrameSize must be an integer >= 0, got -1"],
+        [{ maxFragments: 1.5 }, "maxFragments must be an integer >= 0, got 1.5"],
+        [{ closeTimeout: Number.POSITIVE_INFINITY }, "closeTimeout must be a finite number >= 0 (ms), got Infinity"],
+        [{ keepaliveInterval: -5 }, "keepaliveInterval must be a finite number >= 0 (ms), got -5"],
+        [{ handshakeTimeout: Number.NaN }, "handshakeTimeout must be a finite number >= 0 (ms), got NaN"],
+        [{ highWaterMark: Number.NaN }, "highWaterMark must be a number >= 0, got NaN"],
+        [{ inboxHighWaterMark: -1 }, "inboxHighWaterMark must be a number >= 0, got -1"]
+      ] as const
+      for (const [limits, message] of cases) {
+        const exit = yield* Effect.exit(Effect.scoped(WebSocketServer.make({ handler: echo, ...limits })))
+        assert.isTrue(Exit.isFailure(exit), message)
+        const defect = Exit.isFailure(exit) ? Cause.dieOption(exit.cause) : Option.none()
+        assert.isTrue(Option.isSome(defect) && defect.value instanceof RangeError, message)
+        assert.strictEqual(Option.isSome(defect) ? (defect.value as RangeError).message : "", `WebSocket server option ${message}`)
+      }
+      // in range (no bound on the buffer marks), a server is made and echoes
+      const server = yield* WebSocketServer.make({ handler: echo, maxBufferedBytes: Number.POSITIVE_INFINITY, maxFragments: 0 })
+      const client = yield* connect(server.url)
+      const rec = recorder(client)
+      client.send("still here")
+      yield* rec.waitMessages(1).pipe(within("5 seconds", "the echo"))
+      assert.deepStrictEqual(rec.messages[0], { data: "still here", isBinary: false })
+    }))
+})
+
 describe("timeouts", () => {
   it.scopedLive("handshake timeout closes a connection that sends nothing (slowloris)", () =>
     Effect.gen(function*() {

@@ -45,7 +45,7 @@ export interface Resolved {
   readonly highWaterMark: number
   readonly maxBufferedBytes: number
   readonly inboxHighWaterMark: number
-  /** Checked (a bad value throws a RangeError when the server is made) and with defaults. */
+  /** Checked (a bad value throws a RangeError when the server is made, as a bad limit does) and with defaults. */
   readonly perMessageDeflate: ResolvedPerMessageDeflateOptions | undefined
 }
 
@@ -64,9 +64,51 @@ export const defaults = {
   inboxHighWaterMark: 1024 * 1024
 } as const
 
+/**
+ * The limits that count bytes or items: whole numbers (the upgrade request's at least 1); the
+ * times (ms) and the buffer marks: numbers >= 0, the times finite.
+ */
+const whole: ReadonlyArray<readonly [keyof Limits, number]> = [
+  ["maxMessageSize", 0],
+  ["maxFrameSize", 0],
+  ["maxFragments", 0],
+  ["maxHeaderBytes", 1],
+  ["maxHeaders", 1]
+]
+const times: ReadonlyArray<keyof Limits> = [
+  "handshakeTimeout",
+  "closeTimeout",
+  "keepaliveInterval",
+  "keepaliveTimeout",
+  "idleTimeout"
+]
+const marks: ReadonlyArray<keyof Limits> = ["highWaterMark", "maxBufferedBytes", "inboxHighWaterMark"]
+
+/**
+ * Throws a `RangeError` for a limit out of its range (a configuration error, found when the
+ * server is made rather than at the first connection, or never: a `NaN` limit would limit nothing).
+ */
+const check = (o: Limits): void => {
+  const bad = (name: string, rule: string, value: number) =>
+    new RangeError(`WebSocket server option ${name} must be ${rule}, got ${value}`)
+  for (const [name, min] of whole) {
+    const v = o[name]
+    if (v !== undefined && !(Number.isSafeInteger(v) && v >= min)) throw bad(name, `an integer >= ${min}`, v)
+  }
+  for (const name of times) {
+    const v = o[name]
+    if (v !== undefined && !(Number.isFinite(v) && v >= 0)) throw bad(name, "a finite number >= 0 (ms)", v)
+  }
+  for (const name of marks) {
+    const v = o[name]
+    if (v !== undefined && !(v >= 0)) throw bad(name, "a number >= 0", v)
+  }
+}
+
 export const resolve = (
   o: Limits & { readonly perMessageDeflate?: boolean | PerMessageDeflateOptions | undefined }
 ): Resolved => {
+  check(o)
   const maxMessageSize = o.maxMessageSize ?? defaults.maxMessageSize
   const pmd = o.perMessageDeflate === true
     ? resolveOptions({})
