@@ -196,7 +196,7 @@ describe("the connection's fibers", () => {
       return { supervisor, until }
     })
 
-  /** An echo server (a callback that returns no Effect: no fiber but the connection's and its reader) under a census. */
+  /** An echo server (a callback that returns no Effect: no fiber but the connection's and its reader, if any) under a census. */
   const echoCensus = Effect.gen(function*() {
     const { supervisor, until } = yield* census()
     const server = yield* WebSocketServer.make({
@@ -230,20 +230,18 @@ describe("the connection's fibers", () => {
       const base = supervisor.live.size
       const raw = yield* rawSocket(server.address.port)
       yield* upgrade(raw, "/")
-      raw.socket.pause() // reads nothing: the server's socket fills up
       // the connection's fiber and the server's deadline sweep
       yield* until("the connection fiber and the sweep", (n) => n === base + 2)
       yield* Effect.sleep(50)
       assert.strictEqual(supervisor.live.size, base + 2, "an open, idle connection: its fiber, no reader, writer or timer")
-      // a lone read: a reader is forked for it and ends when it has handled it
+      // a lone read is handled in the transport's callback: no reader fiber for it
       const before = supervisor.started
       raw.socket.write(clientFrame(9, Buffer.from("ping")))
-      yield* within(5_000, "a reader for the read", Effect.gen(function*() {
-        while (supervisor.started === before) yield* Effect.sleep(5)
-      }))
-      // at once, not by the sweep after READER_LINGER
-      yield* until("the reader to end after a lone read", (n) => n === base + 2, READER_LINGER / 2)
-      assert.strictEqual(supervisor.started, before + 1, "one reader fiber for one read")
+      const ponged = yield* within(5_000, "the Pong", raw.waitFor((b) => b.includes(Buffer.from("8a0470696e67", "hex"))))
+      assert.isTrue(ponged, "the connection closed instead of answering the ping")
+      assert.strictEqual(supervisor.started, before, "a fiber was forked for a lone read")
+      assert.strictEqual(supervisor.live.size, base + 2)
+      raw.socket.pause() // reads nothing from now on: the server's socket fills up
       yield* Deferred.succeed(gate, void 0)
       yield* until("the writer fiber", (n) => n === base + 3)
       // the peer goes away without a Close: everything the connection started ends
@@ -261,48 +259,68 @@ describe("the connection's fibers", () => {
       yield* until("every fiber to end after the cut", (n) => n === base)
     }).pipe(Effect.scoped), 30_000)
 
-  it.live("a connection that keeps reading keeps one reader fiber; it ends after READER_LINGER without a read", () =>
+  it.live("a connection that keeps reading gets one reader fiber; it ends after READER_LINGER without a read", () =>
     Effect.gen(function*() {
       const { base, server, supervisor, until } = yield* echoCensus
       const client = yield* connect(server.url)
       const rec = recorder(client)
       yield* until("the connection fiber and the sweep", (n) => n === base + 2)
       const before = supervisor.started
-      // reads close together: the first forks a reader that ends, the next forks one that stays
-      // and is resumed (not forked again) for every read after it
+      // reads close together: the first is a lone read (handled in the transport's callback), the
+      // next forks a reader that stays and is resumed (not forked again) for every read after it
       for (let i = 0; i < 20; i++) {
         client.send(`m${i}`)
         yield* within(5_000, `echo ${i}`, rec.waitMessages(i + 1))
+        if (i === 0) assert.strictEqual(supervisor.started, before, "a fiber was forked for the first, lone, read")
       }
-      assert.strictEqual(supervisor.started - before, 2, "two readers for 20 reads close together")
+      assert.strictEqual(supervisor.started - before, 1, "one reader for 20 reads close together")
       assert.strictEqual(supervisor.live.size, base + 3, "the second reader waits for the next read")
       // a marker a little short of READER_LINGER after the last read: the reader is still there then
       let aliveAtMarker = -1
       setTimeout(() => (aliveAtMarker = supervisor.live.size), READER_LINGER - 100)
       yield* until("the reader to end once it has waited READER_LINGER", (n) => n === base + 2, 5_000)
       assert.strictEqual(aliveAtMarker, base + 3, "the reader ended before READER_LINGER")
-      // after the quiet spell a read forks a reader again, and the connection works as before
+      // after the quiet spell a read is a lone read again, and the connection works as before
       client.send("again")
       yield* within(5_000, "the echo after the quiet spell", rec.waitMessages(21))
-      assert.strictEqual(supervisor.started - before, 3)
+      assert.strictEqual(supervisor.started - before, 1, "a fiber was forked for the lone read after the quiet spell")
+      // and the next read close to it forks a reader again
+      client.send("and again")
+      yield* within(5_000, "the echo of the read close to it", rec.waitMessages(22))
+      assert.strictEqual(supervisor.started - before, 2, "no reader for reads close together after the quiet spell")
+      assert.strictEqual(supervisor.live.size, base + 3)
       client.close()
       yield* until("every fiber to end", (n) => n === base)
     }).pipe(Effect.scoped), 30_000)
 
-  it.live("a closing connection keeps its reader for the transport's end: one reader for a Close and the TCP close", () =>
+  it.live("a peer's Close with nothing before it, the EOF and the TCP close fork no reader; a Close after a burst keeps its reader for the end", () =>
     Effect.gen(function*() {
       const { base, server, supervisor, until } = yield* echoCensus
       const raw = yield* rawSocket(server.address.port)
       yield* upgrade(raw, "/")
       yield* until("the connection fiber and the sweep", (n) => n === base + 2)
       const before = supervisor.started
-      // a lone read (nothing came before it), but it starts the closing handshake: the reader
-      // stays for the end of the transport instead of a second reader being forked for it
+      // a lone read that starts the closing handshake, then the transport's end: each is handled
+      // in the transport's callback as it comes
       raw.socket.write(clientFrame(8, Buffer.from([0x03, 0xe8])))
       yield* within(5_000, "the transport to close", raw.closed)
       yield* until("the connection's fibers to end", (n) => n <= base + 1)
-      // the close-timeout fiber (armed by the close) and one reader for the Close, the EOF and the close
-      assert.strictEqual(supervisor.started - before, 2, "a second reader was forked for the transport's end")
+      // only the close-timeout fiber (armed by the close)
+      assert.strictEqual(supervisor.started - before, 1, "a reader was forked for a lone Close or the transport's end")
+      // reads close together, the last one a Close: the reader forked for them stays for the
+      // transport's end (no second reader for the EOF and the close)
+      const busy = yield* rawSocket(server.address.port)
+      yield* upgrade(busy, "/")
+      yield* until("the second connection's fiber and the sweep", (n) => n === base + 2)
+      const started = supervisor.started
+      busy.socket.write(clientFrame(1, "a"))
+      yield* within(5_000, "the echo of a", busy.waitFor((b) => b.includes(Buffer.from("810161", "hex"))))
+      busy.socket.write(clientFrame(8, Buffer.from([0x03, 0xe8])))
+      yield* within(5_000, "the second transport to close", busy.closed)
+      yield* until("the second connection's fibers to end", (n) => n <= base + 1)
+      // the lone read forks nothing; the Close close to it forks the reader, which stays for the
+      // EOF and the close; the close arms the close-timeout fiber again
+      assert.strictEqual(supervisor.started - started, 2, "not one reader and one close-timeout fiber")
     }).pipe(Effect.scoped), 30_000)
 
   it.live("one close-timeout fiber serves every closing connection and cuts each silent peer at its own deadline", () =>

@@ -417,8 +417,10 @@ export class WsConnection<Data> implements WebSocket<Data>, ConnectionPort, Inbo
    * one batch. No Effect per frame or per message; its loop is built once per connection.
    *
    * It lives while the connection reads: forked (with the runtime the connection's fiber was
-   * forked with, on the inline scheduler) by a transport event when none is alive, it ends once
-   * it has handled a lone read, or after `READER_LINGER` without a read (`checkDeadlines`).
+   * forked with, on the inline scheduler) by a read that comes within `READER_LINGER` of the
+   * previous one, it waits for the next read until `READER_LINGER` passes without one
+   * (`checkDeadlines`), or until the transport has ended. For the bytes that came with the
+   * upgrade request it is forked by the connection's fiber, and ends once it has handled them.
    */
   private forkReader(): void {
     const now = Date.now()
@@ -469,17 +471,28 @@ export class WsConnection<Data> implements WebSocket<Data>, ConnectionPort, Inbo
   }
 
   /**
-   * A transport event: to the reader fiber (forked if none is alive), or handled here before
-   * the connection's fiber has started.
+   * A transport event: to the reader fiber when one is alive. Otherwise a read that comes within
+   * `READER_LINGER` of the previous one forks a reader that stays for the next reads; a lone
+   * read, and the transport's end, are handled here, in the transport's callback, as the reader
+   * would handle them (the same `handle`, in order, one pass per event): forking a fiber for
+   * one event costs more than the event (see "What this shape costs" in the README), and a
+   * fiber would add nothing to it: it runs no Effect, and the `run` Effects it starts are forked
+   * with the runtime around `run` either way. Before the connection's fiber has started, every
+   * event is handled here.
    */
   feed(item: ReadItem): void {
     if (!this.readerAlive) {
-      if (!this.readerOnDemand) {
-        this.handle([item])
-        return
+      if (this.readerOnDemand && item !== EOF && item !== GONE) {
+        const now = Date.now()
+        if (now - this.readerWoken < READER_LINGER) {
+          this.pending = [item]
+          this.forkReader()
+          return
+        }
+        this.readerWoken = now
       }
-      this.pending = [item]
-      this.forkReader()
+      this.handle([item])
+      if (item === GONE) this.readerOnDemand = false
       return
     }
     const p = this.pending
