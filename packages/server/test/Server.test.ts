@@ -415,8 +415,9 @@ describe("limits", () => {
   it.scopedLive("a limit out of range is a RangeError when the server is made, not at its first connection", () =>
     Effect.gen(function*() {
       const cases = [
-        [{ maxHeaderBytes: 0 }, "maxHeaderBytes must be an integer >= 1, got 0"],
-        [{ maxHeaders: 2.5 }, "maxHeaders must be an integer >= 1, got 2.5"],
+        [{ maxHeaderBytes: 0 }, "maxHeaderBytes must be an integer >= 16, got 0"],
+        [{ maxHeaderBytes: 15 }, "maxHeaderBytes must be an integer >= 16, got 15"],
+        [{ maxHeaders: 2.5 }, "maxHeaders must be an integer >= 0, got 2.5"],
         [{ maxMessageSize: Number.NaN }, "maxMessageSize must be an integer >= 0, got NaN"],
         [{ maxFrameSize: -1 }, "maxFrameSize must be an integer >= 0, got -1"],
         [{ maxFragments: 1.5 }, "maxFragments must be an integer >= 0, got 1.5"],
@@ -434,7 +435,12 @@ describe("limits", () => {
         assert.strictEqual(Option.isSome(defect) ? (defect.value as RangeError).message : "", `WebSocket server option ${message}`)
       }
       // in range (no bound on the buffer marks), a server is made and echoes
-      const server = yield* WebSocketServer.make({ handler: echo, maxBufferedBytes: Number.POSITIVE_INFINITY, maxFragments: 0 })
+      const server = yield* WebSocketServer.make({
+        handler: echo,
+        maxBufferedBytes: Number.POSITIVE_INFINITY,
+        maxHeaderBytes: 4096,
+        maxHeaders: 20
+      })
       const client = yield* connect(server.url)
       const rec = recorder(client)
       client.send("still here")

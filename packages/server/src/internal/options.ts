@@ -65,15 +65,16 @@ export const defaults = {
 } as const
 
 /**
- * The limits that count bytes or items: whole numbers (the upgrade request's at least 1); the
- * times (ms) and the buffer marks: numbers >= 0, the times finite.
+ * The limits that count bytes or items: whole numbers, at least what the request parser needs
+ * (`RequestParser`: 16 bytes of request head); the times (ms) and the buffer marks: numbers >= 0,
+ * the times finite.
  */
 const whole: ReadonlyArray<readonly [keyof Limits, number]> = [
   ["maxMessageSize", 0],
   ["maxFrameSize", 0],
   ["maxFragments", 0],
-  ["maxHeaderBytes", 1],
-  ["maxHeaders", 1]
+  ["maxHeaderBytes", 16],
+  ["maxHeaders", 0]
 ]
 const times: ReadonlyArray<keyof Limits> = [
   "handshakeTimeout",
