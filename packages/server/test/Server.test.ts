@@ -434,6 +434,14 @@ describe("limits", () => {
         assert.isTrue(Option.isSome(defect) && defect.value instanceof RangeError, message)
         assert.strictEqual(Option.isSome(defect) ? (defect.value as RangeError).message : "", `WebSocket server option ${message}`)
       }
+      // the edges of each range are in it
+      for (const limits of [{ maxHeaderBytes: 16, maxHeaders: 0, maxMessageSize: 0 }, { maxFragments: 0, closeTimeout: 0 }, {
+        highWaterMark: 0,
+        inboxHighWaterMark: 0
+      }]) {
+        const exit = yield* Effect.exit(Effect.scoped(WebSocketServer.make({ handler: echo, ...limits })))
+        assert.isTrue(Exit.isSuccess(exit), JSON.stringify(limits))
+      }
       // in range (no bound on the buffer marks), a server is made and echoes
       const server = yield* WebSocketServer.make({
         handler: echo,
