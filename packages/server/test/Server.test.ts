@@ -763,4 +763,32 @@ describe("chunked hand-off", () => {
       raw.socket.write(Buffer.concat(Array.from({ length: 50 }, (_, i) => clientFrame(1, "m" + i))))
       assert.strictEqual(yield* Deferred.await(sizes), 50)
     }))
+  it.scopedLive("a pull interrupted while it waits loses nothing: the next pull gets every later message, in order", () =>
+    Effect.gen(function*() {
+      const timedOut = yield* Deferred.make<Option.Option<unknown>>()
+      const got = yield* Deferred.make<ReadonlyArray<unknown>>()
+      const server = yield* WebSocketServer.make({
+        handler: (ws) =>
+          Effect.gen(function*() {
+            // the first pull waits (nothing was sent yet) and is interrupted by its timeout
+            yield* Deferred.succeed(timedOut, yield* Stream.runHead(ws.messages).pipe(Effect.timeoutOption("50 millis")))
+            // the three messages reach the inbox while nobody pulls (the interrupted pull's
+            // resume is the only one left), then the next pull starts
+            const before = yield* counter(Metrics.messagesReceived)
+            yield* ws.send("ready")
+            yield* untilCount(Metrics.messagesReceived, before + 3, "the three messages, received before the next pull")
+            yield* Deferred.succeed(got, Chunk.toReadonlyArray(yield* Stream.runCollect(Stream.take(ws.messages, 3))))
+          })
+      })
+      const client = yield* connect(`ws://127.0.0.1:${server.address.port}`)
+      const rec = recorder(client)
+      assert.isTrue(Option.isNone(yield* Deferred.await(timedOut).pipe(within("5 seconds", "the first pull's timeout"))))
+      yield* rec.waitMessages(1).pipe(within("5 seconds", "the handler's ready"))
+      for (const m of ["a", "b", "c"]) client.send(m)
+      assert.deepStrictEqual(yield* Deferred.await(got).pipe(within("5 seconds", "the second pull's three messages")), [
+        "a",
+        "b",
+        "c"
+      ])
+    }))
 })

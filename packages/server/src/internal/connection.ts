@@ -8,6 +8,7 @@ import {
   DefaultServices,
   Deferred,
   Effect,
+  Effectable,
   Exit,
   FiberId,
   FiberRef,
@@ -772,10 +773,7 @@ export class WsConnection<Data> implements WebSocket<Data>, ConnectionPort, Inbo
   }
 
   private sendEffect(data: Message, options?: SendOptions): Effect.Effect<void, WebSocketClosedError> {
-    return Effect.suspend(() => {
-      if (!this.outbox.send(data, options)) return Effect.fail(CLOSED)
-      return this.outbox.backpressure()
-    })
+    return new SendEffect(this.outbox, data, options)
   }
 
   /** Queues a chunk of messages (one flush for all of them), then waits below the high-water mark. */
@@ -832,6 +830,26 @@ const readerWait = (conn: WsConnection<any>): Effect.Effect<void> =>
 const readerStep = (conn: WsConnection<any>): Effect.Effect<void> => {
   const wait = readerWait(conn)
   return Effect.suspend(() => conn.drain() ? Effect.void : wait)
+}
+
+/**
+ * `ws.send(data, options)`: queues the message when run, then waits below the high-water mark.
+ * One object per call, run by the fiber's own loop (its `commit`), where `Effect.suspend` would
+ * add a closure: `Stream.runForEach(ws.messages, ws.send)` makes one per message.
+ */
+class SendEffect extends Effectable.Class<void, WebSocketClosedError> {
+  constructor(
+    private readonly outbox: Outbox,
+    private readonly data: Message,
+    private readonly options: SendOptions | undefined
+  ) {
+    super()
+  }
+  commit(): Effect.Effect<void, WebSocketClosedError> {
+    const outbox = this.outbox
+    if (!outbox.send(this.data, this.options)) return Effect.fail(CLOSED)
+    return outbox.backpressure()
+  }
 }
 
 const CONNECTION: unique symbol = Symbol("effect-websocket/connection")

@@ -1,5 +1,5 @@
 import type { ProtocolError } from "@effect-websocket/protocol/Errors"
-import { Cause, Chunk, Effect, FiberId, Option, Runtime, Stream } from "effect"
+import { Cause, Channel, Chunk, Effect, FiberId, Option, Runtime, Stream } from "effect"
 import type { Context, Fiber } from "effect"
 import { InternalError } from "../Errors.js"
 import * as Metrics from "../Metrics.js"
@@ -8,6 +8,9 @@ import type { Message } from "../WebSocket.js"
 /** Marks the end of the inbox: the peer's Close, a failure, or the end of the transport. */
 const END: unique symbol = Symbol("end")
 type Item = Message | typeof END
+
+/** What one pull of the `messages` Stream gives: a batch, or the end of the stream. */
+type Pulled = Chunk.Chunk<Message> | typeof END
 
 /** Metric updates pass one shared tags array: Effect caches the metric hook per array. */
 export const NO_TAGS: Array<never> = []
@@ -45,7 +48,7 @@ export class Inbox {
   private head = 0
   /** Bytes queued for the Stream, plus those of `run` Effects still running. */
   private load = 0
-  private waiter: Resume<Chunk.Chunk<Message>, Option.Option<ProtocolError>> | undefined = undefined
+  private waiter: Resume<Pulled, ProtocolError> | undefined = undefined
   /** Someone consumes (the Stream was pulled, or `run` started). */
   consumer = false
   /** A batch was handed out and the consumer has not asked for the next one yet. */
@@ -102,7 +105,7 @@ export class Inbox {
     const w = this.waiter
     if (w !== undefined && this.head < this.items.length) {
       this.waiter = undefined
-      w(Effect.suspend(() => this.take()))
+      w(this.pull!)
     }
   }
 
@@ -124,12 +127,25 @@ export class Inbox {
 
   // ------------------------------------------------------------------ the Stream
 
-  /** Built on first use: a connection handled with `run` never pays for a Stream. */
+  /**
+   * Built on first use: a connection handled with `run` never pays for a Stream. A channel that
+   * pulls a batch and writes it, then loops: `Stream.repeatEffectChunkOption` would add an
+   * `Option` failure, a map and a catch to every pull, which cost a third of the Stream's own
+   * share of a batch (see "Which form costs what" in the server README).
+   */
   get messages(): Stream.Stream<Message, ProtocolError> {
-    return this.stream ??= Stream.repeatEffectChunkOption(Effect.suspend(() => this.take()))
+    if (this.stream !== undefined) return this.stream
+    const pull = Effect.suspend(() => this.take())
+    const loop: Channel.Channel<Chunk.Chunk<Message>, unknown, ProtocolError, unknown, void, unknown> = Channel
+      .flatMap(Channel.fromEffect(pull), (r: Pulled) => r === END ? Channel.void : Channel.flatMap(Channel.write(r), () => loop))
+    this.pull = pull
+    return this.stream = Stream.fromChannel(loop)
   }
 
-  private take(): Effect.Effect<Chunk.Chunk<Message>, Option.Option<ProtocolError>> {
+  /** The Stream's pull (resumes a waiting consumer), made with the Stream. */
+  private pull: Effect.Effect<Pulled, ProtocolError> | undefined = undefined
+
+  private take(): Effect.Effect<Pulled, ProtocolError> {
     this.consumer = true
     this.batchOut = false
     const items = this.items
@@ -137,7 +153,8 @@ export class Inbox {
     if (start < items.length) {
       if (items[start] === END) {
         this.host.caughtUp()
-        return Effect.fail(this.host.endFailure())
+        const failure = this.host.endFailure()
+        return failure._tag === "Some" ? Effect.fail(failure.value) : Effect.succeed(END)
       }
       let end = start
       let bytes = 0
@@ -157,13 +174,18 @@ export class Inbox {
       this.flow()
       return Effect.succeed(Chunk.unsafeFromArray(batch))
     }
-    return Effect.async<Chunk.Chunk<Message>, Option.Option<ProtocolError>>((resume) => {
+    return this.wait ??= Effect.async<Pulled, ProtocolError>((resume) => {
       this.waiter = resume
-      return Effect.sync(() => {
-        if (this.waiter === resume) this.waiter = undefined
-      })
     })
   }
+
+  /**
+   * The consumer's wait for the next batch, built once. It registers no canceler, which spares
+   * every wait the interruption bookkeeping Effect wraps around one: a consumer interrupted
+   * while waiting leaves its resume behind, and calling it later does nothing (a fiber ignores
+   * a resume once it has been interrupted), and a new pull replaces it.
+   */
+  private wait: Effect.Effect<Pulled, ProtocolError> | undefined = undefined
 
   // ------------------------------------------------------------------ run
 
