@@ -8,6 +8,9 @@ import { MessageTooBigError, ProtocolViolationError } from "../src/Errors.js"
 import type { ProtocolError } from "../src/Errors.js"
 import { encodeFrame, FrameDecoder, headerLength, isControl, randomMask, writeHeader } from "../src/Frame.js"
 import type { FrameHeader, FrameSink, Role } from "../src/Frame.js"
+import { globalValue } from "effect/GlobalValue"
+import { kernel } from "../src/internal/simd.js"
+import { applyMask } from "../src/Frame.js"
 import { hex } from "./helpers.js"
 
 /** A sink that records each frame's header and payload. */
@@ -170,9 +173,90 @@ describe("opcodes and masks", () => {
       const { error, frames } = decode(frame)
       assert.strictEqual(error, undefined)
       assert.isTrue(frames[0]!.payload.equals(payload))
+      // every draw is four bytes, also at the pool's end and right after a refill
+      assert.strictEqual(randomMask().length, 4, `draw ${i}`)
     }
     // 3,000 draws of 32 random bits: a repeat is possible but not 100 of them
     assert.isAbove(keys.size, 2900)
     assert.strictEqual(randomMask().length, 4)
+  })
+})
+
+describe("a sink that takes masked payload into its own buffer (payloadTarget)", () => {
+  const frame = encoded(2, Buffer.from("0123456789abcdef"), { mask: MASK })
+  const copying = (refuseAfter: number) => {
+    const into = Buffer.alloc(16)
+    let taken = 0
+    const sink: FrameSink = {
+      onFrameHeader: () => undefined,
+      onFramePayload: () => new ProtocolViolationError({ reason: "payload through onFramePayload" }),
+      onFrameEnd: () => undefined,
+      payloadTarget: (length) =>
+        taken + length > refuseAfter
+          ? new MessageTooBigError({ reason: "message too big", limit: refuseAfter })
+          : into.subarray(taken, taken + length),
+      onFramePayloadCopied: (length) => {
+        taken += length
+        return undefined
+      }
+    }
+    const decoder = new FrameDecoder(sink, { role: "server", maxFrameSize: 1 << 20, allowRsv1: false })
+    return { decoder, into, taken: () => taken }
+  }
+
+  it("gets the bytes unmasked in its view, piece by piece", () => {
+    const { decoder, into, taken } = copying(16)
+    for (const cut of [frame.subarray(0, 9), frame.subarray(9)]) assert.strictEqual(decoder.push(cut), undefined)
+    assert.strictEqual(taken(), 16)
+    assert.strictEqual(into.toString(), "0123456789abcdef")
+  })
+
+  it("an error it returns instead of a view stops the decoder with that error", () => {
+    const { decoder, taken } = copying(10)
+    assert.strictEqual(decoder.push(frame.subarray(0, 11)), undefined)
+    const error = decoder.push(frame.subarray(11))
+    assert.instanceOf(error, MessageTooBigError)
+    assert.strictEqual((error as MessageTooBigError).limit, 10)
+    assert.isTrue(decoder.stopped)
+    assert.strictEqual(taken(), 5)
+  })
+})
+
+describe("the WebAssembly SIMD masking kernel", () => {
+  // the kernel's load state, shared with src/internal/simd.ts through its global key
+  const state = globalValue(Symbol.for("@effect-websocket/protocol/simd"), () => ({
+    loaded: false,
+    kernel: undefined as unknown
+  }))
+  const masked = (n: number) => {
+    const buf = Buffer.alloc(n, 0x5a)
+    applyMask(buf, 0, n, MASK, 1)
+    return buf
+  }
+  const reference = (n: number) => Buffer.from(Array.from({ length: n }, (_, i) => 0x5a ^ MASK[(i + 1) & 3]!))
+
+  it("loads once per process on a runtime with WebAssembly SIMD (Node 20), and masks long runs right", () => {
+    const first = kernel()
+    assert.isDefined(first, "Node 20 runs WebAssembly SIMD: the kernel should load")
+    assert.strictEqual(kernel(), first, "loaded once, then kept")
+    assert.isTrue(masked(1000).equals(reference(1000)))
+  })
+
+  it("WS_NO_SIMD=1 turns it off (read when it first loads), and masking stays right without it", () => {
+    const saved = { loaded: state.loaded, kernel: state.kernel, env: process.env.WS_NO_SIMD }
+    try {
+      state.loaded = false
+      process.env.WS_NO_SIMD = "1"
+      assert.isUndefined(kernel())
+      assert.isTrue(masked(1000).equals(reference(1000)))
+      state.loaded = false
+      process.env.WS_NO_SIMD = "0"
+      assert.isDefined(kernel())
+    } finally {
+      state.loaded = saved.loaded
+      state.kernel = saved.kernel
+      if (saved.env === undefined) delete process.env.WS_NO_SIMD
+      else process.env.WS_NO_SIMD = saved.env
+    }
   })
 })
