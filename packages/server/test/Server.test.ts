@@ -751,6 +751,26 @@ describe("graceful shutdown", () => {
     }))
 })
 
+describe("send is an Effect", () => {
+  it.scopedLive("made, it sends nothing; each run sends once, in the order the runs happen", () =>
+    Effect.gen(function*() {
+      const server = yield* WebSocketServer.make({
+        handler: (ws) =>
+          Effect.gen(function*() {
+            const later = ws.send("later")
+            yield* ws.send("first")
+            yield* later
+            yield* later
+            yield* ws.close()
+          })
+      })
+      const client = yield* connect(`ws://127.0.0.1:${server.address.port}`)
+      const rec = recorder(client)
+      yield* rec.waitClose.pipe(within("5 seconds", "the handler's close"))
+      assert.deepStrictEqual(rec.messages.map((m) => m.data), ["first", "later", "later"])
+    }))
+})
+
 describe("chunked hand-off", () => {
   it.scopedLive("many messages in one read reach the stream as one chunk", () =>
     Effect.gen(function*() {
