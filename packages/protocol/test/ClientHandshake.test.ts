@@ -5,6 +5,7 @@ import { parseExtensions } from "../src/Extensions.js"
 import type { ExtensionOffer } from "../src/Extensions.js"
 import * as Handshake from "../src/Handshake.js"
 import * as PerMessageDeflate from "../src/PerMessageDeflate.js"
+import { assertThrowsExactly } from "./helpers.js"
 
 const text = (b: Uint8Array): string => Buffer.from(b).toString("latin1")
 const RFC_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
@@ -31,16 +32,7 @@ const refusedWith = (r: unknown, reason: HandshakeResponseError["reason"], detai
   assert.strictEqual((r as HandshakeResponseError).detail, detail)
 }
 
-const throwsTypeError = (f: () => unknown, message: string) => {
-  try {
-    f()
-  } catch (e) {
-    assert.instanceOf(e, TypeError)
-    assert.strictEqual((e as TypeError).message, message)
-    return
-  }
-  assert.fail(`expected TypeError: ${message}`)
-}
+const throwsTypeError = (f: () => unknown, message: string) => assertThrowsExactly(f, TypeError, message)
 
 const pushAll = (parser: Handshake.ResponseParser, chunks: ReadonlyArray<Uint8Array>) => {
   let r: ReturnType<Handshake.ResponseParser["push"]>

@@ -5,7 +5,7 @@ import type { AddressInfo } from "node:net"
 import WebSocket from "ws"
 import { HandshakeError } from "../src/Errors.js"
 import * as Handshake from "../src/Handshake.js"
-import { runs } from "./helpers.js"
+import { assertThrowsExactly, runs } from "./helpers.js"
 
 // ---------------------------------------------------------------------------
 // helpers
@@ -34,9 +34,10 @@ const assertComplete = (result: Handshake.RequestParseResult): Handshake.Request
   return result
 }
 
-const assertRejected = (result: unknown, status: number): HandshakeError => {
+const assertRejected = (result: unknown, status: number, reason?: string): HandshakeError => {
   if (!(result instanceof HandshakeError)) return assert.fail(`expected HandshakeError ${status}, got ${String(result)}`)
   assert.strictEqual(result.status, status, result.reason)
+  if (reason !== undefined) assert.strictEqual(result.reason, reason)
   return result
 }
 
@@ -516,50 +517,96 @@ describe("RFC 6455 §4.2.1: validateUpgrade", () => {
     assert.strictEqual(assertUpgrade(Handshake.validateUpgrade(upgradeInput())).origin, undefined)
   })
 
+  it("returns a record of string headers as is, and copies one holding arrays with them joined", () => {
+    const input = upgradeInput({ cookie: "a=b" })
+    const upgrade = assertUpgrade(Handshake.validateUpgrade(input))
+    assert.strictEqual(upgrade.headers, input.headers)
+    const withArray = upgradeInput({ cookie: ["a=b", "c=d"] })
+    const copied = assertUpgrade(Handshake.validateUpgrade({ ...withArray, headers: { ...withArray.headers, "x-none": undefined } }))
+    assert.deepStrictEqual({ ...copied.headers }, { ...baseHeaders, cookie: "a=b, c=d" })
+  })
+
+  it("reads the target from `url` when there is no `target`, and refuses a missing or empty one", () => {
+    const upgrade = assertUpgrade(Handshake.validateUpgrade({ method: "GET", url: "/u", httpVersion: "1.1", headers: baseHeaders }))
+    assert.strictEqual(upgrade.url, "/u")
+    assertRejected(
+      Handshake.validateUpgrade({ method: "GET", httpVersion: "1.1", headers: baseHeaders }),
+      400,
+      "missing request target"
+    )
+    assertRejected(Handshake.validateUpgrade(upgradeInput({}, { target: "" })), 400, "missing request target")
+  })
+
   describe("item 1: the method must be GET", () => {
     for (const method of ["POST", "HEAD", "get", "CONNECT"]) {
       it(`${method} is 405 with Allow: GET`, () => {
-        const error = assertRejected(Handshake.validateUpgrade(upgradeInput({}, { method })), 405)
+        const error = assertRejected(
+          Handshake.validateUpgrade(upgradeInput({}, { method })),
+          405,
+          "method not allowed: a WebSocket upgrade must be a GET"
+        )
         assert.deepStrictEqual(error.headers, { Allow: "GET" })
       })
     }
     it("a missing method is 400", () => {
-      assertRejected(Handshake.validateUpgrade({ url: "/", httpVersion: "1.1", headers: baseHeaders }), 400)
+      assertRejected(
+        Handshake.validateUpgrade({ url: "/", httpVersion: "1.1", headers: baseHeaders }),
+        400,
+        "missing request method"
+      )
     })
   })
 
   describe("item 1: HTTP/1.1 or a later 1.x", () => {
-    it("accepts 1.1 and 1.2", () => {
-      assertUpgrade(Handshake.validateUpgrade(upgradeInput({}, { httpVersion: "1.2" })))
+    it("accepts 1.1, 1.2 and 1.9", () => {
+      for (const httpVersion of ["1.1", "1.2", "1.9"]) {
+        assertUpgrade(Handshake.validateUpgrade(upgradeInput({}, { httpVersion })))
+      }
     })
-    for (const httpVersion of ["1.0", "0.9", "2.0", "", "11"]) {
+    for (const httpVersion of ["1.0", "0.9", "2.0", "", "11", "1.10", "1.1 ", "101", "1,1", "1.:", "1.a"]) {
       it(`refuses "${httpVersion}" with 400`, () => {
-        assertRejected(Handshake.validateUpgrade(upgradeInput({}, { httpVersion })), 400)
+        assertRejected(
+          Handshake.validateUpgrade(upgradeInput({}, { httpVersion })),
+          400,
+          "a WebSocket upgrade requires HTTP/1.1"
+        )
       })
     }
     it("refuses a parsed HTTP/1.0 request", () => {
       const { request } = assertComplete(parseOne(RFC_REQUEST.replace("HTTP/1.1", "HTTP/1.0")))
-      assertRejected(Handshake.validateUpgrade(request), 400)
+      assertRejected(Handshake.validateUpgrade(request), 400, "a WebSocket upgrade requires HTTP/1.1")
     })
   })
 
   describe("item 2: Host", () => {
     it("missing is 400", () => {
-      assertRejected(Handshake.validateUpgrade(upgradeInput({ host: undefined })), 400)
+      assertRejected(Handshake.validateUpgrade(upgradeInput({ host: undefined })), 400, "missing Host header")
     })
     it("empty is 400", () => {
-      assertRejected(Handshake.validateUpgrade(upgradeInput({ host: "" })), 400)
+      assertRejected(Handshake.validateUpgrade(upgradeInput({ host: "" })), 400, "missing Host header")
     })
     it("repeated is 400 (RFC 7230 §5.4)", () => {
       const { request } = assertComplete(parseOne(RFC_REQUEST.replace("Host:", "Host: evil.example\r\nHost:")))
-      assertRejected(Handshake.validateUpgrade(request), 400)
-      assertRejected(Handshake.validateUpgrade(upgradeInput({ host: ["a", "b"] })), 400)
+      assertRejected(Handshake.validateUpgrade(request), 400, "more than one Host header")
+      assertRejected(Handshake.validateUpgrade(upgradeInput({ host: ["a", "b"] })), 400, "more than one Host header")
     })
   })
 
   describe("items 3-4: Upgrade: websocket and Connection: Upgrade", () => {
-    for (const upgrade of ["websocket", "WebSocket", "WEBSOCKET", "h2c, websocket", " websocket , foo"]) {
-      it(`Upgrade: "${upgrade}" is accepted`, () => {
+    for (
+      const upgrade of [
+        "websocket",
+        "WebSocket",
+        "WEBSOCKET",
+        "h2c, websocket",
+        " websocket , foo",
+        "h2c,\twebsocket",
+        "websocket\t, h2c",
+        "websocket ,x",
+        "websocket \t"
+      ]
+    ) {
+      it(`Upgrade: ${JSON.stringify(upgrade)} is accepted`, () => {
         assertUpgrade(Handshake.validateUpgrade(upgradeInput({ upgrade })))
       })
     }
@@ -573,14 +620,18 @@ describe("RFC 6455 §4.2.1: validateUpgrade", () => {
       ["Upgrade: h2c", { upgrade: "h2c" }],
       ["Upgrade: websocket/13", { upgrade: "websocket/13" }],
       ["Upgrade: web socket", { upgrade: "web socket" }],
+      ["Upgrade: websockex (same length)", { upgrade: "websockex" }],
+      ["Upgrade: h2c, xebsocket (same length, first letter differs)", { upgrade: "h2c, xebsocket" }],
       ["missing Connection", { connection: undefined }],
       ["Connection: keep-alive", { connection: "keep-alive" }],
       ["Connection: upgraded", { connection: "upgraded" }],
-      ["Connection: Upgrade-Insecure", { connection: "Upgrade-Insecure" }]
+      ["Connection: Upgrade-Insecure", { connection: "Upgrade-Insecure" }],
+      ["Connection: upgradx (same length)", { connection: "upgradx" }]
     ]
     for (const [name, overrides] of refused) {
       it(`${name} is 426 naming the protocol`, () => {
-        const error = assertRejected(Handshake.validateUpgrade(upgradeInput(overrides)), 426)
+        const reason = "connection" in overrides ? "missing Connection: Upgrade" : "missing Upgrade: websocket"
+        const error = assertRejected(Handshake.validateUpgrade(upgradeInput(overrides)), 426, reason)
         assert.deepStrictEqual(error.headers, { Upgrade: "websocket", "Sec-WebSocket-Version": "13" })
       })
     }
@@ -589,7 +640,11 @@ describe("RFC 6455 §4.2.1: validateUpgrade", () => {
   describe("item 6 / §4.4: Sec-WebSocket-Version must be 13", () => {
     for (const version of [undefined, "8", "12", "14", "13, 8", "", " 13x"]) {
       it(`${JSON.stringify(version)} is 426 with Sec-WebSocket-Version: 13`, () => {
-        const error = assertRejected(Handshake.validateUpgrade(upgradeInput({ "sec-websocket-version": version })), 426)
+        const error = assertRejected(
+          Handshake.validateUpgrade(upgradeInput({ "sec-websocket-version": version })),
+          426,
+          "unsupported Sec-WebSocket-Version (13 is required)"
+        )
         assert.strictEqual(error.headers?.["Sec-WebSocket-Version"], "13")
       })
     }
@@ -597,7 +652,16 @@ describe("RFC 6455 §4.2.1: validateUpgrade", () => {
 
   describe("item 5: Sec-WebSocket-Key is base64 of 16 bytes", () => {
     it("accepts keys made of every base64 character", () => {
-      for (const key of ["AAAAAAAAAAAAAAAAAAAAAA==", "+/+/+/+/+/+/+/+/+/+/+w==", "zzzzzzzzzzzzzzzzzzzzzw==", Buffer.alloc(16, 0xab).toString("base64")]) {
+      for (
+        const key of [
+          "AAAAAAAAAAAAAAAAAAAAAA==",
+          "+/+/+/+/+/+/+/+/+/+/+w==",
+          "zzzzzzzzzzzzzzzzzzzzzw==",
+          "0123456789abcdefghijkA==",
+          "ZZZZZZZZZZZZZZZZZZZZZQ==",
+          Buffer.alloc(16, 0xab).toString("base64")
+        ]
+      ) {
         assert.strictEqual(assertUpgrade(Handshake.validateUpgrade(upgradeInput({ "sec-websocket-key": key }))).key, key)
       }
     })
@@ -610,11 +674,21 @@ describe("RFC 6455 §4.2.1: validateUpgrade", () => {
       ["base64url alphabet", "dGhlIHNhbXBsZSBub25jZ-_=="],
       ["inner space", "dGhlIHNhbXBsZSB ub25jZQ=="],
       ["three pads", "dGhlIHNhbXBsZSBub25jZ==="],
+      ["24 characters ending \"=A\"", "AAAAAAAAAAAAAAAAAAAAAA=A"],
+      ["24 characters with \"-\"", "dGhlIHNhbXBsZSBub25jZ-=="],
+      ["24 characters with \"_\"", "dGhlIHNhbXBsZSBub25jZ_=="],
+      ["24 characters with \"[\"", "dGhlIHNhbXBsZSBub25jZ[=="],
+      ["24 characters with \"~\"", "dGhlIHNhbXBsZSBub25jZ~=="],
+      ["24 characters with \"{\"", "dGhlIHNhbXBsZSBub25jZ{=="],
       ["repeated header", [RFC_KEY, RFC_KEY]]
     ]
     for (const [name, key] of bad) {
       it(`${name} is 400`, () => {
-        assertRejected(Handshake.validateUpgrade(upgradeInput({ "sec-websocket-key": key })), 400)
+        assertRejected(
+          Handshake.validateUpgrade(upgradeInput({ "sec-websocket-key": key })),
+          400,
+          "missing or invalid Sec-WebSocket-Key"
+        )
       })
     }
   })
@@ -624,10 +698,18 @@ describe("RFC 6455 §4.2.1: validateUpgrade", () => {
       assertUpgrade(Handshake.validateUpgrade(upgradeInput({ "content-length": "0" })))
     })
     it("Content-Length: 5 is 400", () => {
-      assertRejected(Handshake.validateUpgrade(upgradeInput({ "content-length": "5" })), 400)
+      assertRejected(
+        Handshake.validateUpgrade(upgradeInput({ "content-length": "5" })),
+        400,
+        "an upgrade request cannot have a body"
+      )
     })
     it("Transfer-Encoding is 400", () => {
-      assertRejected(Handshake.validateUpgrade(upgradeInput({ "transfer-encoding": "chunked" })), 400)
+      assertRejected(
+        Handshake.validateUpgrade(upgradeInput({ "transfer-encoding": "chunked" })),
+        400,
+        "an upgrade request cannot have a body"
+      )
     })
   })
 
@@ -750,23 +832,36 @@ describe("RFC 6455 §4.2.2: acceptResponse", () => {
   })
 
   describe("refuses header injection and conflicts with a TypeError", () => {
-    const cases: ReadonlyArray<readonly [string, Handshake.AcceptOptions]> = [
-      ["CRLF in a value", { key: RFC_KEY, headers: { "X-A": "a\r\nSet-Cookie: evil" } }],
-      ["LF in a value", { key: RFC_KEY, headers: { "X-A": "a\nb" } }],
-      ["NUL in a value", { key: RFC_KEY, headers: { "X-A": "a\u0000" } }],
-      ["non-latin1 value", { key: RFC_KEY, headers: { "X-A": "\u2603" } }],
-      ["CRLF in a name", { key: RFC_KEY, headers: { "X-A\r\nX-B": "b" } }],
-      ["empty name", { key: RFC_KEY, headers: { "": "b" } }],
-      ["space in a name", { key: RFC_KEY, headers: { "X A": "b" } }],
-      ["a second Sec-WebSocket-Accept", { key: RFC_KEY, headers: { "sec-websocket-accept": "x" } }],
-      ["a second Connection", { key: RFC_KEY, headers: { Connection: "close" } }],
-      ["CRLF in extensions", { key: RFC_KEY, extensions: "x\r\nSet-Cookie: evil" }],
-      ["non-token protocol", { key: RFC_KEY, protocol: "chat\r\nX: y" }],
-      ["empty protocol", { key: RFC_KEY, protocol: "" }]
+    const cases: ReadonlyArray<readonly [string, Handshake.AcceptOptions, string]> = [
+      ["CRLF in a value", { key: RFC_KEY, headers: { "X-A": "a\r\nSet-Cookie: evil" } }, "invalid value for header X-A"],
+      ["LF in a value", { key: RFC_KEY, headers: { "X-A": "a\nb" } }, "invalid value for header X-A"],
+      ["NUL in a value", { key: RFC_KEY, headers: { "X-A": "a\u0000" } }, "invalid value for header X-A"],
+      ["non-latin1 value", { key: RFC_KEY, headers: { "X-A": "\u2603" } }, "invalid value for header X-A"],
+      [
+        "a value that is not a string",
+        { key: RFC_KEY, headers: { "X-A": 7 as unknown as string } },
+        "invalid value for header X-A"
+      ],
+      ["CRLF in a name", { key: RFC_KEY, headers: { "X-A\r\nX-B": "b" } }, "invalid header name: \"X-A\\r\\nX-B\""],
+      ["empty name", { key: RFC_KEY, headers: { "": "b" } }, "invalid header name: \"\""],
+      ["space in a name", { key: RFC_KEY, headers: { "X A": "b" } }, "invalid header name: \"X A\""],
+      [
+        "a second Sec-WebSocket-Accept",
+        { key: RFC_KEY, headers: { "sec-websocket-accept": "x" } },
+        "header sec-websocket-accept is set by the handshake and cannot be given"
+      ],
+      [
+        "a second Connection",
+        { key: RFC_KEY, headers: { Connection: "close" } },
+        "header Connection is set by the handshake and cannot be given"
+      ],
+      ["CRLF in extensions", { key: RFC_KEY, extensions: "x\r\nSet-Cookie: evil" }, "invalid Sec-WebSocket-Extensions value"],
+      ["non-token protocol", { key: RFC_KEY, protocol: "chat\r\nX: y" }, "Sec-WebSocket-Protocol must be a token"],
+      ["empty protocol", { key: RFC_KEY, protocol: "" }, "Sec-WebSocket-Protocol must be a token"]
     ]
-    for (const [name, options] of cases) {
+    for (const [name, options, message] of cases) {
       it(name, () => {
-        assert.throws(() => Handshake.acceptResponse(options), TypeError)
+        assertThrowsExactly(() => Handshake.acceptResponse(options), TypeError, message)
       })
     }
   })
@@ -802,10 +897,38 @@ describe("RFC 6455 §4.2.2 item 4, §4.4: rejectResponse", () => {
     )
   })
 
-  it("a 405 carries Allow: GET", () => {
+  it("a 405 carries Allow: GET, and no Upgrade in Connection", () => {
     const error = assertRejected(Handshake.validateUpgrade(upgradeInput({}, { method: "POST" })), 405)
-    const out = text(Handshake.rejectResponse(error))
-    assert.isTrue(out.startsWith("HTTP/1.1 405 Method Not Allowed\r\nAllow: GET\r\n"))
+    assert.strictEqual(
+      text(Handshake.rejectResponse(error)),
+      "HTTP/1.1 405 Method Not Allowed\r\n" +
+        "Allow: GET\r\n" +
+        "Content-Type: text/plain; charset=utf-8\r\n" +
+        `Content-Length: ${error.reason.length}\r\n` +
+        "Connection: close\r\n" +
+        "\r\n" +
+        error.reason
+    )
+  })
+
+  it("accepts the edge statuses 300 and 599 (an unknown status has an empty reason phrase)", () => {
+    assert.strictEqual(
+      text(Handshake.rejectResponse({ status: 300 })),
+      "HTTP/1.1 300 Multiple Choices\r\n" +
+        "Content-Type: text/plain; charset=utf-8\r\n" +
+        "Content-Length: 16\r\n" +
+        "Connection: close\r\n" +
+        "\r\n" +
+        "Multiple Choices"
+    )
+    assert.strictEqual(
+      text(Handshake.rejectResponse({ status: 599 })),
+      "HTTP/1.1 599 \r\n" +
+        "Content-Type: text/plain; charset=utf-8\r\n" +
+        "Content-Length: 0\r\n" +
+        "Connection: close\r\n" +
+        "\r\n"
+    )
   })
 
   it("a 431 from the parser has its status text", () => {
@@ -835,11 +958,15 @@ describe("RFC 6455 §4.2.2 item 4, §4.4: rejectResponse", () => {
   it("refuses header injection, reserved headers and bad statuses", () => {
     assert.throws(() => Handshake.rejectResponse({ status: 400, headers: { X: "a\r\nb" } }), TypeError)
     assert.throws(() => Handshake.rejectResponse({ status: 400, headers: { "X\n": "a" } }), TypeError)
-    assert.throws(() => Handshake.rejectResponse({ status: 400, headers: { "Content-Length": "1" } }), TypeError)
     assert.throws(() => Handshake.rejectResponse({ status: 400, headers: { connection: "keep-alive" } }), TypeError)
-    for (const status of [101, 200, 304, 600, 400.5, Number.NaN]) {
-      assert.throws(() => Handshake.rejectResponse({ status }), RangeError)
+    for (const status of [101, 200, 299, 304, 600, 400.5, Number.NaN]) {
+      assertThrowsExactly(() => Handshake.rejectResponse({ status }), RangeError, `rejectResponse: unsupported status ${status}`)
     }
+    assertThrowsExactly(
+      () => Handshake.rejectResponse({ status: 400, headers: { "Content-Length": "1" } }),
+      TypeError,
+      "header Content-Length is set by the handshake and cannot be given"
+    )
   })
 })
 
@@ -893,7 +1020,11 @@ describe("RFC 8441 §4-5: validateExtendedConnect", () => {
 
   it("a method other than CONNECT is 405 with allow: CONNECT", () => {
     for (const method of ["GET", "POST", "connect", undefined]) {
-      const error = assertRejected(Handshake.validateExtendedConnect(connectHeaders({ ":method": method })), 405)
+      const error = assertRejected(
+        Handshake.validateExtendedConnect(connectHeaders({ ":method": method })),
+        405,
+        "method not allowed: a WebSocket over HTTP/2 is opened with an extended CONNECT"
+      )
       assert.deepStrictEqual(error.headers, { allow: "CONNECT" })
     }
   })
@@ -901,34 +1032,45 @@ describe("RFC 8441 §4-5: validateExtendedConnect", () => {
   it("a CONNECT without :protocol (a tunnel) is 501", () => {
     assertRejected(
       Handshake.validateExtendedConnect({ ":method": "CONNECT", ":authority": "example.com:443" }),
-      501
+      501,
+      "CONNECT tunnels are not supported"
     )
   })
 
   it("a :protocol other than websocket is 501", () => {
     for (const protocol of ["webtransport", "websocket2", "websocket, h2", ""]) {
-      assertRejected(Handshake.validateExtendedConnect(connectHeaders({ ":protocol": protocol })), 501)
+      assertRejected(
+        Handshake.validateExtendedConnect(connectHeaders({ ":protocol": protocol })),
+        501,
+        "unsupported :protocol (websocket is supported)"
+      )
     }
   })
 
   it("§4: :scheme and :path must be present, :scheme the server's", () => {
-    assertRejected(Handshake.validateExtendedConnect(connectHeaders({ ":scheme": undefined })), 400)
-    assertRejected(Handshake.validateExtendedConnect(connectHeaders({ ":path": undefined })), 400)
-    assertRejected(Handshake.validateExtendedConnect(connectHeaders({ ":path": "" })), 400)
-    assertRejected(Handshake.validateExtendedConnect(connectHeaders({ ":scheme": "http" })), 400)
+    assertRejected(Handshake.validateExtendedConnect(connectHeaders({ ":scheme": undefined })), 400, "missing :scheme")
+    assertRejected(
+      Handshake.validateExtendedConnect(connectHeaders({ ":scheme": undefined }), { scheme: "http" }),
+      400,
+      "missing :scheme"
+    )
+    assertRejected(Handshake.validateExtendedConnect(connectHeaders({ ":path": undefined })), 400, "missing :path")
+    assertRejected(Handshake.validateExtendedConnect(connectHeaders({ ":path": "" })), 400, "missing :path")
+    assertRejected(Handshake.validateExtendedConnect(connectHeaders({ ":scheme": "http" })), 400, "wrong :scheme")
     assertUpgrade(Handshake.validateExtendedConnect(connectHeaders({ ":scheme": "http" }), { scheme: "http" }))
   })
 
   it("a missing or empty :authority is 400", () => {
-    assertRejected(Handshake.validateExtendedConnect(connectHeaders({ ":authority": undefined })), 400)
-    assertRejected(Handshake.validateExtendedConnect(connectHeaders({ ":authority": "" })), 400)
+    assertRejected(Handshake.validateExtendedConnect(connectHeaders({ ":authority": undefined })), 400, "missing :authority")
+    assertRejected(Handshake.validateExtendedConnect(connectHeaders({ ":authority": "" })), 400, "missing :authority")
   })
 
   it("a version other than 13 is 400 naming version 13 (no 426: HTTP/2 has no Upgrade field)", () => {
     for (const version of ["8", "14", "", undefined]) {
       const error = assertRejected(
         Handshake.validateExtendedConnect(connectHeaders({ "sec-websocket-version": version })),
-        400
+        400,
+        "unsupported sec-websocket-version (13 is required)"
       )
       assert.deepStrictEqual(error.headers, { "sec-websocket-version": "13" })
     }
@@ -971,6 +1113,15 @@ describe("RFC 8441 §5: extendedConnectResponse", () => {
       assert.throws(() => Handshake.extendedConnectResponse({ headers: { [name]: "x" } }), TypeError)
     }
     assert.throws(() => Handshake.extendedConnectResponse({ headers: { "x-a": "b\r\nc: d" } }), TypeError)
-    assert.throws(() => Handshake.extendedConnectResponse({ protocol: "a b" }), TypeError)
+    assertThrowsExactly(
+      () => Handshake.extendedConnectResponse({ protocol: "a b" }),
+      TypeError,
+      "sec-websocket-protocol must be a token"
+    )
+    assertThrowsExactly(
+      () => Handshake.extendedConnectResponse({ extensions: "permessage-deflate\r\nx-a: b" }),
+      TypeError,
+      "invalid sec-websocket-extensions value"
+    )
   })
 })

@@ -82,3 +82,15 @@ export const jsonText = (n: number, seed = 1): Buffer => {
   while (out.length < n) out += JSON.stringify({ id: rnd(100000), name: words[rnd(8)], ok: rnd(2) === 1 }) + ","
   return Buffer.from(out.slice(0, n))
 }
+
+/** Asserts that `f` throws an instance of `type` whose message is exactly `message`. */
+export const assertThrowsExactly = (f: () => unknown, type: typeof TypeError | typeof RangeError, message: string): void => {
+  try {
+    f()
+  } catch (error) {
+    assert.instanceOf(error, type)
+    assert.strictEqual((error as Error).message, message)
+    return
+  }
+  assert.fail(`expected a ${type.name}: ${message}`)
+}
