@@ -15,12 +15,13 @@
  * Servers are those of `pnpm bench` (`bench/src/servers.ts`; `BENCH_BASELINE` adds `base-fast`),
  * run from their built `dist/` (`pnpm build` first). Linux only (/proc); taskset pins when present.
  */
-import { execFileSync, spawn } from "node:child_process"
+import { execFileSync } from "node:child_process"
 import type { ChildProcess } from "node:child_process"
 import * as net from "node:net"
 import { availableParallelism } from "node:os"
 import { cpuSeconds } from "./src/proc.js"
 import { servers } from "./src/servers.js"
+import { startListening } from "./src/spawn.js"
 import { closeFrame, upgradeRequest } from "./src/wire.js"
 
 const flag = (name: string, fallback: string): string => {
@@ -100,20 +101,7 @@ const main = async (): Promise<void> => {
     if (why !== undefined) throw new Error(`${name}: ${why}`)
     const p = port++
     const argv = pinned(serverCpu, spec.command.map((a) => a.replaceAll("{port}", String(p))))
-    const child = spawn(argv[0]!, argv.slice(1), {
-      env: { ...process.env, ...spec.env, BENCH_PORT: String(p) },
-      stdio: ["pipe", "pipe", "inherit"]
-    })
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`${name} did not start in 30 s`)), 30_000)
-      child.stdout!.on("data", (d: Buffer) => {
-        if (String(d).includes("listening")) {
-          clearTimeout(timer)
-          resolve()
-        }
-      })
-      child.once("exit", (code) => reject(new Error(`${name} exited (${code}) before listening`)))
-    })
+    const child = await startListening(name, argv, { ...spec.env, BENCH_PORT: String(p) })
     started.push({ name, port: p, child, samples: [] })
   }
   const drive = (p: number, n: number) => {
