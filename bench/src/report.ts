@@ -23,6 +23,8 @@ export interface RunResult {
   /** Server CPU over the interval, in cores (1 = one core busy all the time). */
   readonly serverCores: number | null
   readonly serverRssMiB: number | null
+  /** Load scenarios: server RSS at the end of the measured interval minus its RSS at rest before the load began. */
+  readonly rssGrowthMiB: number | null
   /** The whole generator process (all threads), in cores. */
   readonly genCores: number | null
   /** The busiest generator thread, in cores. */
@@ -97,6 +99,7 @@ const numericKeys = [
   "cpuUsPerUnit",
   "serverCores",
   "serverRssMiB",
+  "rssGrowthMiB",
   "genCores",
   "genThreadMax",
   "otherCores",
@@ -236,6 +239,7 @@ export const scenarioTables = (report: Pick<Report, "scenarios" | "summary">): A
           `× ${BASE_B}`,
           "server CPU",
           "RSS MiB",
+          "RSS growth MiB",
           "gen CPU",
           "others",
           "bound",
@@ -253,6 +257,7 @@ export const scenarioTables = (report: Pick<Report, "scenarios" | "summary">): A
           ratio(s.cpuUsPerUnit, b?.cpuUsPerUnit),
           pct(s.serverCores),
           fmtSig(s.serverRssMiB),
+          fmtSig(s.rssGrowthMiB),
           pct(s.genThreadMax),
           pct(s.otherCores),
           s.bound || "–",

@@ -458,6 +458,7 @@ const emptyResult = (server: string, scenario: string, run: number): RunResult =
   cpuUsPerUnit: null,
   serverCores: null,
   serverRssMiB: null,
+  rssGrowthMiB: null,
   genCores: null,
   genThreadMax: null,
   otherCores: null,
@@ -535,6 +536,8 @@ const runOne = async (spec: ServerSpec, sc: Scenario, run: number): Promise<RunR
         cpuUsPerUnit: gen.open > 0 ? (connectCpu * 1e6) / gen.open : null
       }
     }
+    await sleep(300)
+    const rssAtRest = treeRssBytes(server.pids)
     gen = await startGenerator(sc, server.port)
     if (gen.open === 0 && sc.mode !== "handshake") {
       return { ...base, error: gen.firstError ?? "no connection opened", errors: gen.failed }
@@ -570,6 +573,7 @@ const runOne = async (spec: ServerSpec, sc: Scenario, run: number): Promise<RunR
       cpuUsPerUnit: units > 0 ? (serverCpu * 1e6) / units : null,
       serverCores,
       serverRssMiB: rss / MiB,
+      rssGrowthMiB: (rss - rssAtRest) / MiB,
       genCores,
       genThreadMax,
       otherCores: Math.max(0, (b.machineBusy - a.machineBusy) / seconds - serverCores - genCores),
