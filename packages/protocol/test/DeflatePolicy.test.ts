@@ -145,6 +145,55 @@ describe("memory policies: negotiation (RFC 7692 §5, §7.1)", () => {
     assert.strictEqual(negotiate(parse("permessage-deflate; client_max_window_bits=9"), o), c)
   })
 
+  it("offers of different shapes never share an agreement, whatever was agreed before", () => {
+    // e.g. server_max_window_bits=8 and client_no_context_takeover, in either order
+    const pairs: ReadonlyArray<[string, string, string]> = [
+      [`${PMD}; server_max_window_bits=8`, `${PMD}${CNCT}`, `${PMD}; server_max_window_bits=8`],
+      [`${PMD}${CNCT}`, `${PMD}; server_max_window_bits=8`, `${PMD}${CNCT}`],
+      [
+        `${PMD}; server_max_window_bits=12; client_max_window_bits=9`,
+        `${PMD}${SNCT}${CNCT}; server_max_window_bits=10; client_max_window_bits=9`,
+        `${PMD}; server_max_window_bits=12; client_max_window_bits=9`
+      ]
+    ]
+    for (const [first, second, firstResponse] of pairs) {
+      const o = resolveOptions({ memory: "window32k" })
+      assert.strictEqual(negotiate(parse(first), o)?.response, firstResponse)
+      assert.strictEqual(negotiate(parse(second), o)?.response, second, `${second} after ${first}`)
+    }
+    // every valid shape, one after the other on one options object: each answered as on its own
+    const shared = resolveOptions({ memory: "window32k" })
+    for (const snct of ["", SNCT]) {
+      for (const cnct of ["", CNCT]) {
+        for (const server of ["", ...[8, 9, 10, 11, 12, 13, 14, 15].map((b) => `; server_max_window_bits=${b}`)]) {
+          for (const client of ["", "; client_max_window_bits", ...[8, 9, 15].map((b) => `; client_max_window_bits=${b}`)]) {
+            const value = PMD + snct + cnct + server + client
+            assert.deepStrictEqual(negotiate(parse(value), shared), negotiate(parse(value), { memory: "window32k" }), value)
+          }
+        }
+      }
+    }
+  })
+
+  it("a shared decompressor, or a client that resets its own, takes the first offer even without client_max_window_bits", () => {
+    // a shared decompressor inflates whatever window the client uses: the bare offer is served as made
+    assert.deepStrictEqual(negotiate(parse(OFFERS.bareThenWindowed), { clientMaxWindowBits: 10 }), {
+      params: { serverNoContextTakeover: true, clientNoContextTakeover: true, serverMaxWindowBits: 15, clientMaxWindowBits: 15 },
+      response: BOTH
+    })
+    // a dedicated 8 KiB window cannot be held to an offer without the parameter, unless the
+    // client announced it keeps no context anyway
+    const offers = parse(`${PMD}${CNCT}, ${PMD}; client_max_window_bits`)
+    assert.deepStrictEqual(negotiate(offers, { memory: "window8k" }), {
+      params: { serverNoContextTakeover: false, clientNoContextTakeover: true, serverMaxWindowBits: 13, clientMaxWindowBits: 15 },
+      response: PMD + CNCT
+    })
+    assert.strictEqual(
+      negotiate(parse(OFFERS.bareThenWindowed), { memory: "window8k" })?.response,
+      `${PMD}; client_max_window_bits=13`
+    )
+  })
+
   it("an explicit no-context-takeover makes that direction shared; explicit windows cap the policy's", () => {
     const a = resolveOptions({ memory: "window32k", serverNoContextTakeover: true })
     assert.deepStrictEqual(a.memory, { compressor: "shared", decompressor: "window32k" })

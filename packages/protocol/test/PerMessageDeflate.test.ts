@@ -1,13 +1,15 @@
 import { assert, describe, it } from "@effect/vitest"
-import { frame, jsonText, ok, run } from "./helpers.js"
+import { assertThrowsExactly, frame, jsonText, ok, run } from "./helpers.js"
 import { FastCheck } from "effect"
 import * as Zlib from "node:zlib"
-import { InternalError, InvalidPayloadError, MessageTooBigError } from "../src/Errors.js"
+import { HandshakeResponseError, InternalError, InvalidPayloadError, MessageTooBigError } from "../src/Errors.js"
 import { parseExtensions } from "../src/Extensions.js"
 import type { ExtensionOffer } from "../src/Extensions.js"
 import { liveContexts } from "../src/internal/deflate.js"
 import * as internal from "../src/internal/deflate.js"
 import {
+  acceptResponse,
+  clientOffer,
   deflateMemory,
   inflateMemory,
   memoryEstimate,
@@ -16,7 +18,12 @@ import {
   releaseSharedContexts,
   resolveOptions
 } from "../src/PerMessageDeflate.js"
-import type { MemoryPolicy, PerMessageDeflateOptions, PerMessageDeflateParams } from "../src/PerMessageDeflate.js"
+import type {
+  DeflateMeter,
+  MemoryPolicy,
+  PerMessageDeflateOptions,
+  PerMessageDeflateParams
+} from "../src/PerMessageDeflate.js"
 import { runs } from "./helpers.js"
 
 const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ""), "hex")
@@ -57,6 +64,18 @@ const randomBytes = (n: number, seed: number): Buffer => {
 /** Negotiation under the policy that accepts each offer as made (dedicated 32 KiB windows). */
 const negotiateAsOffered = (offers: ReadonlyArray<ExtensionOffer>, options: PerMessageDeflateOptions = {}) =>
   negotiate(offers, { memory: "window32k", ...options })
+
+
+/** `compressOffloaded`'s payload, or a failure that says so when it never calls back (5 s). */
+const offloadedPayload = (pmd: PerMessageDeflate, data: Uint8Array, onDone?: (payload: Buffer) => void): Promise<Buffer> =>
+  new Promise<Buffer>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("compressOffloaded did not call back within 5 s")), 5000)
+    pmd.compressOffloaded(data, (payload) => {
+      clearTimeout(timer)
+      onDone?.(payload)
+      resolve(payload)
+    })
+  })
 
 describe("RFC 7692 §5 / §7.1 negotiation (server), memory \"window32k\": each offer as made", () => {
   it("accepts a bare offer with the default response", () => {
@@ -110,6 +129,10 @@ describe("RFC 7692 §5 / §7.1 negotiation (server), memory \"window32k\": each 
     const asked = negotiateAsOffered([offer("client_max_window_bits")], { clientMaxWindowBits: 10 })!
     assert.strictEqual(asked.response, "permessage-deflate; client_max_window_bits=10")
     assert.strictEqual(asked.params.clientMaxWindowBits, 10)
+    // a value of 15 is answered too: the client gave one
+    const fifteen = negotiateAsOffered([offer("client_max_window_bits=15")], {})!
+    assert.strictEqual(fifteen.response, "permessage-deflate; client_max_window_bits=15")
+    assert.strictEqual(fifteen.params.clientMaxWindowBits, 15)
     const valued = negotiateAsOffered([offer("client_max_window_bits=12")], {})!
     assert.strictEqual(valued.response, "permessage-deflate; client_max_window_bits=12")
     assert.strictEqual(valued.params.clientMaxWindowBits, 12)
@@ -157,7 +180,8 @@ describe("RFC 7692 §5 / §7.1 negotiation (server), memory \"window32k\": each 
       ["x"],
       ["client_max_window_bit"],
       ["Server_No_Context_Takeover"],
-      ...["7", "16", "08", "010", "015", "+9", "9.0", "1a", "", " 9", "0x9", "-15", "99"].flatMap((v) => [
+      ...["7", "16", "08", "010", "015", "+9", "9.0", "1a", "", " 9", "0x9", "-15", "99", "100", "150", "00", "20", "25", "1/"]
+        .flatMap((v) => [
         [`server_max_window_bits=${v}`],
         [`client_max_window_bits=${v}`]
       ])
@@ -211,6 +235,9 @@ describe("RFC 7692 §5 / §7.1 negotiation (server), memory \"window32k\": each 
     assert.throws(() => PerMessageDeflate.compressStandalone(Buffer.from("x"), 16), RangeError)
     assert.throws(() => resolveOptions({ memory: "window2k" as MemoryPolicy }), RangeError)
     assert.throws(() => resolveOptions({ memory: { compressor: "shared", decompressor: "big" as MemoryPolicy } }), RangeError)
+    // the lowest offloadThreshold and threshold allowed
+    assert.strictEqual(resolveOptions({ offloadThreshold: 1 }).offloadThreshold, 1)
+    assert.strictEqual(resolveOptions({ threshold: 0 }).threshold, 0)
     assert.deepStrictEqual(resolveOptions({}), {
       enabled: true,
       memory: { compressor: "shared", decompressor: "shared" },
@@ -224,6 +251,103 @@ describe("RFC 7692 §5 / §7.1 negotiation (server), memory \"window32k\": each 
       offloadThreshold: 256 * 1024,
       offloadConcurrency: undefined
     })
+  })
+})
+
+describe("configuration errors", () => {
+  const option = (name: string, range: string, got: string) =>
+    `permessage-deflate option ${name} must be an integer in ${range}, got ${got}`
+
+  it("name the option, its range and the value given", () => {
+    const cases: ReadonlyArray<[PerMessageDeflateOptions, string]> = [
+      [{ serverMaxWindowBits: 8 }, option("serverMaxWindowBits", "9..15", "8")],
+      [{ clientMaxWindowBits: 16 }, option("clientMaxWindowBits", "9..15", "16")],
+      [{ clientMaxWindowBits: 10.5 }, option("clientMaxWindowBits", "9..15", "10.5")],
+      [{ memLevel: 0 }, option("memLevel", "1..9", "0")],
+      [{ memory: "window32k", memLevel: 10 }, option("memLevel", "1..9", "10")],
+      [{ level: 10 }, option("level", "0..9", "10")],
+      [{ offloadConcurrency: 0 }, option("offloadConcurrency", "1..1024", "0")],
+      [{ offloadConcurrency: 1.5 }, option("offloadConcurrency", "1..1024", "1.5")],
+      [{ threshold: -1 }, "permessage-deflate option threshold must be >= 0, got -1"],
+      [{ threshold: NaN }, "permessage-deflate option threshold must be >= 0, got NaN"],
+      [{ offloadThreshold: 0 }, "permessage-deflate option offloadThreshold must be >= 1, got 0"],
+      [{ offloadThreshold: 0.5 }, "permessage-deflate option offloadThreshold must be >= 1, got 0.5"],
+      [
+        { memory: "window2k" as MemoryPolicy },
+        "permessage-deflate option memory must be one of shared, window1k, window4k, window8k, window32k (or one per direction), got \"window2k\""
+      ],
+      [
+        { memory: { compressor: "shared", decompressor: "big" as MemoryPolicy } },
+        "permessage-deflate option memory must be one of shared, window1k, window4k, window8k, window32k (or one per direction), got {\"compressor\":\"shared\",\"decompressor\":\"big\"}"
+      ]
+    ]
+    for (const [options, message] of cases) assertThrowsExactly(() => resolveOptions(options), RangeError, message)
+  })
+
+  it("compressStandalone names its argument, its range and the value given", () => {
+    const m = Buffer.from("Hello")
+    assertThrowsExactly(() => PerMessageDeflate.compressStandalone(m, 16), RangeError, option("windowBits", "8..15", "16"))
+    assertThrowsExactly(() => PerMessageDeflate.compressStandalone(m, 7), RangeError, option("windowBits", "8..15", "7"))
+    assertThrowsExactly(() => PerMessageDeflate.compressStandalone(m, 15, 10), RangeError, option("level", "0..9", "10"))
+    assertThrowsExactly(() => PerMessageDeflate.compressStandalone(m, 15, -1), RangeError, option("level", "0..9", "-1"))
+    assertThrowsExactly(() => PerMessageDeflate.compressStandalone(m, 15, 1, 10), RangeError, option("memLevel", "1..9", "10"))
+    assertThrowsExactly(() => PerMessageDeflate.compressStandalone(m, 15, 1, 0), RangeError, option("memLevel", "1..9", "0"))
+    // window 8 is raised to 9 and every bound itself is accepted
+    assert.strictEqual(toHex(PerMessageDeflate.compressStandalone(m, 8, 0, 1)), toHex(PerMessageDeflate.compressStandalone(m, 9, 0, 1)))
+    assert.strictEqual(toHex(PerMessageDeflate.compressStandalone(m, 15, 9, 9)), "f248cdc9c90700")
+  })
+})
+
+describe("RFC 7692 §5 / §7.1 negotiation (client)", () => {
+  const refusal = (r: PerMessageDeflateParams | HandshakeResponseError): string => {
+    assert.instanceOf(r, HandshakeResponseError)
+    assert.strictEqual((r as HandshakeResponseError).reason, "Extensions")
+    return (r as HandshakeResponseError).message
+  }
+  const refused = (detail: string) => `invalid handshake response (Extensions): ${detail}`
+
+  it("a memory policy given to the client is the one it offers (no classic default then)", () => {
+    assert.strictEqual(clientOffer(), "permessage-deflate; client_max_window_bits")
+    assert.strictEqual(
+      clientOffer({ memory: "shared" }),
+      "permessage-deflate; server_no_context_takeover; client_no_context_takeover; client_max_window_bits"
+    )
+    assert.strictEqual(
+      clientOffer({ memory: "window8k" }),
+      "permessage-deflate; server_max_window_bits=13; client_max_window_bits=13"
+    )
+    // and the answer is checked against it
+    assert.strictEqual(
+      refusal(acceptResponse(offer(), { memory: "shared" })),
+      refused("the server did not agree to server_no_context_takeover")
+    )
+    assert.deepStrictEqual(acceptResponse(offer("server_no_context_takeover"), { memory: "shared" }), {
+      serverNoContextTakeover: true,
+      clientNoContextTakeover: true,
+      serverMaxWindowBits: 15,
+      clientMaxWindowBits: 15
+    })
+  })
+
+  it("says why it refuses a response", () => {
+    const cases: ReadonlyArray<[ExtensionOffer, PerMessageDeflateOptions, string]> = [
+      [{ name: "x-webkit-deflate-frame", params: [] }, {}, "x-webkit-deflate-frame is not permessage-deflate"],
+      [offer("foo"), {}, "permessage-deflate response with invalid parameters"],
+      [offer("server_max_window_bits=100"), {}, "permessage-deflate response with invalid parameters"],
+      [offer("client_max_window_bits"), {}, "client_max_window_bits without a value in a response"],
+      [offer("client_no_context_takeover"), { serverNoContextTakeover: true }, "the server did not agree to server_no_context_takeover"],
+      [offer("server_max_window_bits=12"), { serverMaxWindowBits: 10 }, "server_max_window_bits above the one offered"],
+      [offer("server_max_window_bits=14"), { memory: "window8k" }, "server_max_window_bits above the one offered"],
+      [offer("client_max_window_bits=12"), { clientMaxWindowBits: 10 }, "client_max_window_bits above the one offered"]
+    ]
+    for (const [response, options, detail] of cases) {
+      assert.strictEqual(refusal(acceptResponse(response, options)), refused(detail), detail)
+    }
+    // at the limits: accepted
+    assert.deepStrictEqual(acceptResponse(offer("server_max_window_bits=10", "client_max_window_bits=10"), {
+      serverMaxWindowBits: 10,
+      clientMaxWindowBits: 10
+    }), { serverNoContextTakeover: false, clientNoContextTakeover: false, serverMaxWindowBits: 10, clientMaxWindowBits: 10 })
   })
 })
 
@@ -566,7 +690,9 @@ describe("resources", () => {
     assert.strictEqual(liveContexts(), base)
     pmd.close()
     assert.strictEqual(liveContexts(), base)
-    assert.instanceOf(pmd.decompress(hex("f248cdc9c90700"), true, 10), InternalError)
+    const closed = pmd.decompress(hex("f248cdc9c90700"), true, 10)
+    assert.instanceOf(closed, InternalError)
+    assert.strictEqual((closed as InternalError).message, "internal error (1011): permessage-deflate used after close")
     // compress after close keeps nothing and still produces a valid payload
     const rx = new PerMessageDeflate(params(), {}, "client")
     assert.strictEqual(ok(rx.decompress(pmd.compress(Buffer.from("Hello")), true, 10)).toString(), "Hello")
@@ -605,6 +731,19 @@ describe("resources", () => {
     assert.strictEqual(memoryEstimate(params()), deflateMemory(15, 8) + inflateMemory(15))
     assert.strictEqual(memoryEstimate(params({ serverNoContextTakeover: true, clientNoContextTakeover: true })), 0)
     assert.strictEqual(memoryEstimate(params({ clientMaxWindowBits: 10 }), { memLevel: 8 }), deflateMemory(15, 8) + inflateMemory(10))
+  })
+
+  it("memory estimates in bytes: the hash table floors at 64 KiB, the pending buffer does not", () => {
+    assert.strictEqual(deflateMemory(15, 8), 268_288)
+    assert.strictEqual(deflateMemory(10, 3), 4096 + 65_536 + 2048 + 6144)
+    assert.strictEqual(deflateMemory(9, 1), 2048 + 65_536 + 512 + 6144)
+    assert.strictEqual(deflateMemory(15, 9), 131_072 + 131_072 + 131_072 + 6144)
+    assert.strictEqual(inflateMemory(10), 8192)
+    // each role counts its own compressor and the peer's decompressor
+    const asymmetric = params({ serverNoContextTakeover: true, serverMaxWindowBits: 10, clientMaxWindowBits: 12 })
+    assert.strictEqual(memoryEstimate(asymmetric, {}, "server"), 4096 + 7168)
+    assert.strictEqual(memoryEstimate(asymmetric, {}, "client"), 16_384 + 65_536 + 65_536 + 6144)
+    assert.strictEqual(memoryEstimate(params({ clientMaxWindowBits: 12 }), { memLevel: 3 }, "client"), 16_384 + 65_536 + 2048 + 6144 + 32_768 + 7168)
   })
 })
 
@@ -652,6 +791,33 @@ describe("compression off the event loop (offloadThreshold, offloadConcurrency)"
     internal.resetOffload()
   })
 
+  it("offloads exactly the messages of at least offloadThreshold bytes that are compressed at all", () => {
+    const low = new PerMessageDeflate(params(), { threshold: 0, offloadThreshold: 1000 })
+    assert.deepStrictEqual([999, 1000, 1001].map((n) => low.shouldOffload(n)), [false, true, true])
+    // below threshold a message is not compressed, so not offloaded either
+    const high = new PerMessageDeflate(params(), { threshold: 5000, offloadThreshold: 1000 })
+    assert.deepStrictEqual([999, 1000, 4999, 5000].map((n) => high.shouldOffload(n)), [false, false, false, true])
+    const defaults = new PerMessageDeflate(params())
+    assert.deepStrictEqual([256 * 1024 - 1, 256 * 1024].map((n) => defaults.shouldOffload(n)), [false, true])
+  })
+
+  it("reports an offloaded message to the meter, then hands over its payload", async () => {
+    const calls: Array<string> = []
+    const meter: DeflateMeter = {
+      compressed: (u, c) => calls.push(`compressed ${u} ${c}`),
+      inflated: (c, u) => calls.push(`inflated ${c} ${u}`)
+    }
+    const server = new PerMessageDeflate(params(), { threshold: 0, offloadThreshold: 1 }, "server", meter)
+    const data = text(20 * 1024, 9)
+    const payload = await offloadedPayload(server, data, (p) => calls.push(`done ${p.length}`))
+    assert.deepStrictEqual(calls, [`compressed ${data.length} ${payload.length}`, `done ${payload.length}`])
+    assert.isBelow(payload.length, data.length / 2)
+    const client = new PerMessageDeflate(params(), {}, "client")
+    assert.isTrue(ok(client.decompress(payload, true, data.length)).equals(data))
+    server.close()
+    client.close()
+  })
+
   it("with context takeover, the message after an offloaded one refers to nothing before it", async () => {
     const params: PerMessageDeflateParams = {
       serverNoContextTakeover: false,
@@ -666,7 +832,7 @@ describe("compression off the event loop (offloadThreshold, offloadConcurrency)"
     assert.isFalse(server.shouldOffload(small.length))
     assert.isTrue(server.shouldOffload(big.length))
     const first = server.compress(small)
-    const second = await new Promise<Buffer>((resolve) => server.compressOffloaded(big, resolve))
+    const second = await offloadedPayload(server, big)
     const third = server.compress(small) // would point back at the first message without the reset
     for (const [payload, expected] of [[first, small], [second, big], [third, small]] as const) {
       const out = client.decompress(payload, true, 1 << 30)
