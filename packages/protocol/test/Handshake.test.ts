@@ -493,6 +493,222 @@ describe("RFC 7230 §3: RequestParser", () => {
       { fastCheck: { numRuns: runs(1000) } }
     )
   })
+
+  describe("exact outcomes", () => {
+    /** The result of feeding `input` one byte at a time, and how many bytes it took. */
+    const bytewise = (input: Uint8Array, limits?: Handshake.RequestParserLimits) =>
+      feed(new Handshake.RequestParser(limits), input, Array.from({ length: input.length }, (_, i) => i + 1))
+
+    // [input, reason in one chunk, reason fed byte by byte, bytes read when refused byte by byte]
+    const malformed: ReadonlyArray<readonly [string, string, string, number]> = [
+      ["GET / HTTP/1.1\nHost: a\r\n\r\n", "malformed request line", "bare LF in request head", 15],
+      ["GET / HTTP/1.1\r\nHost: a\n\n", "invalid character in header value", "bare LF in request head", 24],
+      ["GET / HTTP/1.1\r\nHost: a\rb\r\n\r\n", "bare CR in request head", "bare CR in request head", 25],
+      ["GET / HTTP/1.1\r\r\n\r\n", "malformed request line", "bare CR in request head", 16],
+      ["GET / HTTP/1.1\r\n\rX\r\n\r\n", "bare CR in request head", "bare CR in request head", 18],
+      ["GET / HTTP/1.1\r\n\r\r\n", "bare CR in request head", "bare CR in request head", 18],
+      ["GET / HTTP/1.1\t\n\r\n", "malformed request line", "bare LF in request head", 16],
+      ["GET / HTTP/1.1\rX\r\n\r\n", "malformed request line", "bare CR in request head", 16],
+      ["GET / HTTP/1.1\r\nHost : a\r\n\r\n", "malformed header field", "malformed header field", 28],
+      ["GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n", "malformed header field", "malformed header field", 28],
+      ["GET / HTTP/1.1\r\nX: a\u0000b\r\n\r\n", "invalid character in header value", "invalid character in header value", 26],
+      // the scanner sees CRLF CRLF, but the request line is cut short
+      ["GET / HTTP\r\n\r\n", "malformed request head", "malformed request head", 14],
+      ["\r\n\r\n", "malformed request line", "malformed request line", 1],
+      ["GET\t/ HTTP/1.1\r\n\r\n", "malformed request line", "malformed request line", 18],
+      ["GET  HTTP/1.1\r\n\r\n", "malformed request line", "malformed request line", 17],
+      ["GET /\tHTTP/1.1\r\n\r\n", "malformed request line", "malformed request line", 18],
+      ...["XTTP/1.1", "HXTP/1.1", "HTXP/1.1", "HTTX/1.1", "HTTP-1.1", "HTTP/1,1", "HTTP/x.1", "HTTP/:.1", "HTTP/1./", "HTTP/1.:"].map(
+        (version) => [`GET / ${version}\r\n\r\n`, "malformed request line", "malformed request line", 18] as const
+      )
+    ]
+    for (const [input, whole, split, at] of malformed) {
+      it(`${JSON.stringify(input)}: ${whole} in one chunk, ${split} byte by byte`, () => {
+        assertRejected(parseOne(input), 400, whole)
+        const { pushes, result } = bytewise(bytes(input))
+        assertRejected(result, 400, split)
+        assert.strictEqual(pushes, at)
+      })
+    }
+
+    it("refuses a malformed request line in the first chunk before the head is complete", () => {
+      assertRejected(parseOne("GET\t/ HTTP/1.1\r\n"), 400, "malformed request line")
+      assertRejected(parseOne("GET /\tHTTP"), 400, "malformed request line")
+      // the chunk ends right after the request line's CRLF
+      assertRejected(parseOne("GET / XTTP/1.1\r\n"), 400, "malformed request line")
+      assert.strictEqual(parseOne("GET / HTTP/1.1\r\n"), undefined)
+    })
+
+    it("refuses a byte after a bare CR as soon as it arrives", () => {
+      for (const [before, after] of [["GET / HTTP/1.1\r\nHost: a\r", "b"], ["GET / HTTP/1.1\r\n\r", "X"]]) {
+        const parser = new Handshake.RequestParser()
+        assert.strictEqual(parser.push(bytes(before)), undefined)
+        assertRejected(parser.push(bytes(after)), 400, "bare CR in request head")
+      }
+    })
+
+    it("keeps the method as sent, GET and near misses alike", () => {
+      for (const method of ["GET", "POST", "PUT", "SET", "GOT", "GEM", "GETS", "GE", "get", "Get"]) {
+        assert.strictEqual(assertComplete(parseOne(head(`${method} / HTTP/1.1`, []))).request.method, method)
+      }
+    })
+
+    it("keeps versions whose major or minor digit alone is 1", () => {
+      for (const version of ["1.1", "2.1", "1.2", "0.9"]) {
+        assert.strictEqual(assertComplete(parseOne(head(`GET / HTTP/${version}`, []))).request.httpVersion, version)
+      }
+    })
+
+    it("lowercases A and Z, the ends of the uppercase range", () => {
+      const { request } = assertComplete(parseOne(head("GET / HTTP/1.1", ["Accept: 1", "A: 2", "Z: 3", "zZ: 4"])))
+      assert.deepStrictEqual({ ...request.headers }, { accept: "1", a: "2", z: "3", zz: "4" })
+    })
+
+    it("keeps names whose hash equals a well-known name's", () => {
+      // 31-polynomial hash collisions: j1u6 with host (same length, every character different),
+      // o33x-qtc with upgrade and v6d9ia3 with origin (one character longer)
+      const { request } = assertComplete(parseOne(head("GET / HTTP/1.1", [
+        "j1u6: 1",
+        "J1U6: 2",
+        "o33x-qtc: 3",
+        "v6d9ia3: 4",
+        "Host: 5",
+        "Upgrade: 6",
+        "origin: 7"
+      ])))
+      assert.deepStrictEqual({ ...request.headers }, {
+        j1u6: "1, 2",
+        "o33x-qtc": "3",
+        v6d9ia3: "4",
+        host: "5",
+        upgrade: "6",
+        origin: "7"
+      })
+    })
+
+    it("names the limit, its minimum and the value in a RangeError", () => {
+      assertThrowsExactly(
+        () => new Handshake.RequestParser({ maxHeaderBytes: 15 }),
+        RangeError,
+        "RequestParser: maxHeaderBytes must be an integer >= 16, got 15"
+      )
+      assertThrowsExactly(
+        () => new Handshake.RequestParser({ maxHeaders: -1 }),
+        RangeError,
+        "RequestParser: maxHeaders must be an integer >= 0, got -1"
+      )
+      assert.strictEqual(new Handshake.RequestParser({ maxHeaderBytes: 16, maxHeaders: 0 }).maxHeaderBytes, 16)
+    })
+
+    it("names the reason of every 431 and of a push after the request", () => {
+      const lines = (n: number) => Array.from({ length: n }, (_, i) => `X-${i}: ${i}`)
+      const tooMany = bytes(head("GET / HTTP/1.1", lines(4)))
+      assertRejected(new Handshake.RequestParser({ maxHeaders: 3 }).push(tooMany), 431, "too many header fields")
+      assertRejected(bytewise(tooMany, { maxHeaders: 3 }).result, 431, "too many header fields")
+      const parser = new Handshake.RequestParser({ maxHeaderBytes: 64 })
+      assert.strictEqual(parser.push(bytes("GET / HTTP/1.1\r\nX: ")), undefined)
+      assertRejected(parser.push(bytes("a".repeat(100))), 431, "request head too large")
+      const done = new Handshake.RequestParser()
+      assertComplete(done.push(bytes(RFC_REQUEST)))
+      assertRejected(done.push(bytes(RFC_REQUEST)), 400, "request head already parsed")
+    })
+
+    it("refuses a first chunk longer than maxHeaderBytes whatever follows the limit", () => {
+      const limits = { maxHeaderBytes: 32 }
+      for (
+        const input of [
+          head("M".repeat(40) + " / HTTP/1.1", []),
+          head("GET /" + "a".repeat(40) + " HTTP/1.1", []),
+          "GET /" + "a".repeat(40) + "\r\n\r\n",
+          head("GET / HTTP/1.1", ["X:" + " ".repeat(40) + "a"])
+        ]
+      ) {
+        assertRejected(parseOne(input, limits), 431, "request head too large")
+      }
+    })
+
+    it("a head of exactly maxHeaderBytes with frame bytes after it, in every 2-way split", () => {
+      const base = head("GET / HTTP/1.1", ["X: "])
+      const value = "a".repeat(1000 - base.length)
+      const exact = bytes(head("GET / HTTP/1.1", ["X: " + value]))
+      const frame = Buffer.from([0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58])
+      const input = Buffer.concat([exact, frame])
+      const over = bytes(head("GET / HTTP/1.1", ["X: " + value + "a"]))
+      for (let cut = 0; cut <= input.length; cut++) {
+        const parser = new Handshake.RequestParser({ maxHeaderBytes: 1000 })
+        const first = parser.push(input.subarray(0, cut))
+        const { request, rest } = assertComplete(first ?? parser.push(input.subarray(cut)))
+        assert.strictEqual(request.headers["x"], value)
+        const all = first === undefined ? Buffer.from(rest) : Buffer.concat([rest, input.subarray(cut)])
+        assert.deepStrictEqual(all, frame, `cut at ${cut}`)
+      }
+      for (let cut = 0; cut <= over.length; cut++) {
+        const { result } = feed(new Handshake.RequestParser({ maxHeaderBytes: 1000 }), over, [cut])
+        assertRejected(result, 431, "request head too large")
+      }
+    })
+
+    it("every 2-way split of a head gives the one-chunk result", () => {
+      const input = bytes(
+        RFC_REQUEST.replace("\r\n\r\n", "\r\nX-Empty:\r\nX-Ows: \t v \t\r\nAccept: */*\r\n\r\n") + "tail"
+      )
+      const whole = assertComplete(new Handshake.RequestParser().push(input))
+      assert.strictEqual(text(whole.rest), "tail")
+      for (let cut = 1; cut < input.length; cut++) {
+        const parser = new Handshake.RequestParser()
+        const first = parser.push(input.subarray(0, cut))
+        const { request, rest } = assertComplete(first ?? parser.push(input.subarray(cut)))
+        assert.deepStrictEqual({ ...request, headers: { ...request.headers } }, {
+          ...whole.request,
+          headers: { ...whole.request.headers }
+        })
+        assert.strictEqual(text(rest) + (first === undefined ? "" : text(input.subarray(cut))), "tail", `cut at ${cut}`)
+      }
+    })
+
+    describe("buffer growth", () => {
+      /** Runs `f` and returns the sizes passed to `Buffer.allocUnsafe` meanwhile. */
+      const allocations = (f: () => void): Array<number> => {
+        const allocUnsafe = Buffer.allocUnsafe
+        const sizes: Array<number> = []
+        Buffer.allocUnsafe = (size: number) => {
+          sizes.push(size)
+          return allocUnsafe(size)
+        }
+        try {
+          f()
+        } finally {
+          Buffer.allocUnsafe = allocUnsafe
+        }
+        return sizes
+      }
+
+      it("allocates nothing for empty chunks, 1 KiB first, then doubles or takes what is needed", () => {
+        const input = bytes(head("GET / HTTP/1.1", ["X: " + "a".repeat(2100 - 23)]))
+        assert.strictEqual(input.length, 2100)
+        const parser = new Handshake.RequestParser({ maxHeaderBytes: 2500 })
+        assert.deepStrictEqual(allocations(() => assert.strictEqual(parser.push(new Uint8Array(0)), undefined)), [])
+        assert.deepStrictEqual(allocations(() => assert.strictEqual(parser.push(input.subarray(0, 1000)), undefined)), [1024])
+        // fills the 1 KiB exactly: no growth
+        assert.deepStrictEqual(allocations(() => assert.strictEqual(parser.push(input.subarray(1000, 1024)), undefined)), [])
+        // 2100 bytes needed, more than twice 1024
+        assert.deepStrictEqual(allocations(() => assertComplete(parser.push(input.subarray(1024)))), [2100])
+      })
+
+      it("never allocates more than maxHeaderBytes", () => {
+        const input = bytes(head("GET / HTTP/1.1", ["X: " + "a".repeat(1500 - 23)]))
+        assert.strictEqual(input.length, 1500)
+        const parser = new Handshake.RequestParser({ maxHeaderBytes: 1500 })
+        assert.deepStrictEqual(
+          allocations(() => {
+            assert.strictEqual(parser.push(input.subarray(0, 1000)), undefined)
+            assertComplete(parser.push(input.subarray(1000)))
+          }),
+          [1024, 1500]
+        )
+      })
+    })
+  })
 })
 
 // ---------------------------------------------------------------------------
@@ -829,6 +1045,11 @@ describe("RFC 6455 §4.2.2: acceptResponse", () => {
 
   it("omits an empty extensions value", () => {
     assert.notInclude(text(Handshake.acceptResponse({ key: RFC_KEY, extensions: "" })), "Extensions")
+  })
+
+  it("accepts obs-text up to 0xff in a header value, and tabs", () => {
+    const response = text(Handshake.acceptResponse({ key: RFC_KEY, headers: { "X-A": "\u00ff\t\u0080" } }))
+    assert.include(response, "\r\nX-A: \u00ff\t\u0080\r\n")
   })
 
   describe("refuses header injection and conflicts with a TypeError", () => {
