@@ -13,18 +13,9 @@
 import { setTimeout as sleep } from "node:timers/promises"
 import { processTree, treeRssBytes } from "./src/proc.js"
 import { benchDir, servers } from "./src/servers.js"
+import { flag, median } from "./src/cli.js"
 import { startListening } from "./src/spawn.js"
 import { join } from "node:path"
-
-const flag = (name: string, fallback: string): string => {
-  const i = process.argv.indexOf(`--${name}`)
-  return i >= 0 && i + 1 < process.argv.length ? process.argv[i + 1]! : fallback
-}
-
-const median = (xs: ReadonlyArray<number>): number => {
-  const s = [...xs].sort((a, b) => a - b)
-  return s[Math.floor((s.length - 1) / 2)]!
-}
 
 const BASELINE = "effect + platform-node"
 
@@ -36,22 +27,21 @@ const main = async (): Promise<void> => {
   const names = flag("servers", "ours-fast,ours-stream,ws").split(",")
   const rounds = Number(flag("rounds", "5"))
   const settle = Number(flag("settle", "3000"))
-  const commands = new Map<string, ReadonlyArray<string>>([
-    [BASELINE, [process.execPath, join(benchDir, "servers", "baseline.mjs"), "--port", "{port}"]]
+  const commands = new Map<string, { readonly command: ReadonlyArray<string>; readonly env?: Readonly<Record<string, string>> }>([
+    [BASELINE, { command: [process.execPath, join(benchDir, "servers", "baseline.mjs"), "--port", "{port}"] }]
   ])
   for (const name of names) {
     const spec = servers.find((s) => s.name === name)
     if (spec === undefined) throw new Error(`no server named ${name} (see bench/src/servers.ts)`)
     const why = spec.unavailable?.()
     if (why !== undefined) throw new Error(`${name}: ${why}`)
-    commands.set(name, spec.command)
+    commands.set(name, spec)
   }
   const samples = new Map<string, Array<number>>([...commands.keys()].map((k) => [k, []]))
   let port = 19_800 + Math.floor(Math.random() * 500)
   for (let r = 0; r < rounds; r++) {
-    for (const [name, command] of commands) {
+    for (const [name, { command, env }] of commands) {
       const p = port++
-      const env = servers.find((s) => s.name === name)?.env ?? {}
       const child = await startListening(name, command.map((a) => a.replaceAll("{port}", String(p))), {
         ...env,
         BENCH_PORT: String(p)

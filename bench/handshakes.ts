@@ -21,13 +21,9 @@ import * as net from "node:net"
 import { availableParallelism } from "node:os"
 import { cpuSeconds } from "./src/proc.js"
 import { servers } from "./src/servers.js"
+import { flag, median } from "./src/cli.js"
 import { startListening } from "./src/spawn.js"
 import { closeFrame, upgradeRequest } from "./src/wire.js"
-
-const flag = (name: string, fallback: string): string => {
-  const i = process.argv.indexOf(`--${name}`)
-  return i >= 0 && i + 1 < process.argv.length ? process.argv[i + 1]! : fallback
-}
 
 /** The client: `n` handshakes on `port`, `concurrency` at a time; prints nothing. */
 const client = async (port: number, n: number, concurrency: number): Promise<void> => {
@@ -66,11 +62,6 @@ const hasTaskset = (): boolean => {
   } catch {
     return false
   }
-}
-
-const median = (xs: ReadonlyArray<number>): number => {
-  const s = [...xs].sort((a, b) => a - b)
-  return s[Math.floor((s.length - 1) / 2)]!
 }
 
 const main = async (): Promise<void> => {
