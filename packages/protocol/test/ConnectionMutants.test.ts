@@ -15,29 +15,21 @@ const hook = (offloaded: boolean): MessageCompression => ({
 })
 
 describe("a failure's Close reason over 123 bytes", () => {
-  it("is cut before the code point that crosses byte 123 (2-byte é at 122-123)", () => {
-    const c = new Connection()
-    c.fail(new PolicyViolationError({ reason: "a".repeat(122) + "é" }))
-    assert.deepStrictEqual(c.closeSent, { code: 1008, reason: "a".repeat(122) })
-    const out = Buffer.concat(c.dataToSend())
-    assert.strictEqual(out.toString("hex"), "887c03f0" + Buffer.from("a".repeat(122)).toString("hex"))
-  })
-
-  it("is cut before a 4-byte code point at 120-123", () => {
-    const c = new Connection()
-    c.fail(new PolicyViolationError({ reason: "b".repeat(120) + "😀z" }))
-    assert.deepStrictEqual(c.closeSent, { code: 1008, reason: "b".repeat(120) })
-    const out = Buffer.concat(c.dataToSend())
-    assert.strictEqual(out.toString("hex"), "887a03f0" + Buffer.from("b".repeat(120)).toString("hex"))
-  })
-
-  it("is cut at byte 123 when a code point starts there", () => {
-    const c = new Connection()
-    c.fail(new PolicyViolationError({ reason: "c".repeat(123) + "é" }))
-    assert.deepStrictEqual(c.closeSent, { code: 1008, reason: "c".repeat(123) })
-    const out = Buffer.concat(c.dataToSend())
-    assert.strictEqual(out.toString("hex"), "887d03f0" + Buffer.from("c".repeat(123)).toString("hex"))
-  })
+  const cases: ReadonlyArray<[string, string, string]> = [
+    ["is cut before the code point that crosses byte 123 (2-byte é at 122-123)", "a".repeat(122) + "é", "a".repeat(122)],
+    ["is cut before a 4-byte code point at 120-123", "b".repeat(120) + "😀z", "b".repeat(120)],
+    ["is cut at byte 123 when a code point starts there", "c".repeat(123) + "é", "c".repeat(123)]
+  ]
+  for (const [name, reason, sent] of cases) {
+    it(name, () => {
+      const c = new Connection()
+      c.fail(new PolicyViolationError({ reason }))
+      assert.deepStrictEqual(c.closeSent, { code: 1008, reason: sent })
+      const out = Buffer.concat(c.dataToSend())
+      const length = (2 + sent.length).toString(16)
+      assert.strictEqual(out.toString("hex"), "88" + length + "03f0" + Buffer.from(sent).toString("hex"))
+    })
+  }
 })
 
 describe("offloads", () => {
