@@ -9,10 +9,11 @@
  *   pnpm bench:handler --size 1048576 --batch 1 --messages 400
  */
 import { Connection } from "@effect-websocket/protocol/Connection"
-import { Effect, Stream } from "effect"
+import { Effect, Runtime, Stream } from "effect"
 import { Duplex } from "node:stream"
 import { parseArgs } from "node:util"
 import { WsConnection } from "../packages/server/src/internal/connection.js"
+import { Forker } from "../packages/server/src/internal/fork.js"
 import { CloseTimeouts } from "../packages/server/src/internal/lifecycle.js"
 import { resolve } from "../packages/server/src/internal/options.js"
 import type { WebSocket } from "../packages/server/src/WebSocket.js"
@@ -90,7 +91,7 @@ const measure = async (form: Form, size: number, batch: number, total: number): 
     data: undefined,
     owner: { closeTimeouts, transportClosed: () => {}, released: () => {} }
   }, new Uint8Array(0))
-  const fiber = Effect.runFork(ws.lifetime(handlers[form], false, Effect.runFork))
+  ws.start(handlers[form], false, Forker.of(Runtime.defaultRuntime))
   const frame = maskedFrame(Buffer.alloc(size, 0x61))
   const template = Buffer.concat(Array.from({ length: batch }, () => frame))
   const echoBytes = (size < 126 ? 2 : size < 65536 ? 4 : 10) + size
@@ -105,7 +106,7 @@ const measure = async (form: Form, size: number, batch: number, total: number): 
   while (transport.bytesOut < rounds * batch * echoBytes) await tick()
   const used = cpu() - start
   transport.destroy()
-  await Effect.runPromise(fiber.await)
+  await Effect.runPromise(ws.released)
   return (used * 1000) / (rounds * batch)
 }
 

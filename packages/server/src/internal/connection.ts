@@ -14,8 +14,6 @@ import {
   FiberRef,
   Option,
   Runtime,
-  RuntimeFlags,
-  RuntimeFlagsPatch,
   Scope,
   Sink,
   Tracer
@@ -33,6 +31,8 @@ import {
 import { MessageDecodeError } from "../MessageSchema.js"
 import * as Metrics from "../Metrics.js"
 import type { CloseInfo, Message, RequestInfo, SendOptions, WebSocket } from "../WebSocket.js"
+import { scopes } from "./fork.js"
+import type { Forker } from "./fork.js"
 import { Inbox, NO_TAGS } from "./inbox.js"
 import type { InboxHost } from "./inbox.js"
 import { Lifecycle } from "./lifecycle.js"
@@ -79,7 +79,6 @@ const inline: Scheduler.Scheduler = {
   shouldYield: () => false,
   scheduleTask: (task) => task()
 }
-const UNINTERRUPTIBLE = Effect.patchRuntimeFlags(RuntimeFlagsPatch.disable(RuntimeFlags.Interruption))
 
 /** How the reader fiber is forked: on the inline scheduler. */
 const READER: Runtime.RunForkOptions = { scheduler: inline }
@@ -134,10 +133,10 @@ const flattenIds = (span: Tracer.Span): void => {
 /**
  * One connection: the handle its handler gets, and the port the engine and broadcast use.
  *
- * It is a Scoped resource. `lifetime` runs on the connection's fiber: it makes the
- * connection's Scope, forks the reader fiber in it, runs the handler with that Scope in its
- * context, closes with the code the handler's end calls for, waits for the transport to
- * close, and closes the Scope, which runs the handler's finalizers (in reverse order, once)
+ * It is a Scoped resource. `start` makes the connection's Scope and forks the connection's
+ * fiber with that Scope in its context; the fiber forks the reader fiber, runs the handler,
+ * closes with the code the handler's end calls for, waits for the transport to close, and
+ * closes the Scope, which runs the handler's finalizers (in reverse order, once)
  * and then releases what the connection holds (its `run` Effects, the core's compression
  * contexts, the transport, its place in the engine's keepalive set).
  *
@@ -232,50 +231,48 @@ export class WsConnection<Data> implements WebSocket<Data>, ConnectionPort, Inbo
   // ------------------------------------------------------------------ the connection's fiber
 
   /**
-   * The connection's fiber: it makes the connection's Scope, forks the reader fiber, and runs
-   * the handler with that Scope (and the connection's span) in its context. When the handler
-   * ends, however (`ended`, uninterruptible), the connection closes with the code its end calls
-   * for; once the transport has closed too, the Scope is closed on this same fiber: the
-   * handler's finalizers run in reverse order, then `release` frees what the connection holds.
+   * Starts the connection's fiber. Its Scope is made first and is in the fiber's context from
+   * the start, and the fiber is uninterruptible from its first step to its end but for the
+   * handler (`Forker.connection`). The fiber forks the reader fiber when there is something to
+   * read and runs the handler (in the connection's span, when it has one). When the handler
+   * ends, however (`ended`), the connection closes with the code its end calls for; once the
+   * transport has closed too, the Scope is closed on this same fiber: the handler's finalizers
+   * run in reverse order, then `release` frees what the connection holds.
    */
-  lifetime<E, R>(
+  start<E, R>(
     handler: (ws: WebSocket<Data>) => Effect.Effect<unknown, E, R>,
     span: boolean | "auto",
-    runFork: (effect: Effect.Effect<void>, options?: Runtime.RunForkOptions) => Fiber.RuntimeFiber<void>
-  ): Effect.Effect<unknown, E, Exclude<R, Scope.Scope>> {
-    this.runFork = runFork
-    // Uninterruptible from here to the fiber's end (no frame to revert), but for the handler.
-    return Effect.zipRight(
-      UNINTERRUPTIBLE,
+    forker: Forker<Exclude<R, Scope.Scope>>
+  ): void {
+    this.runFork = forker.run as unknown as NonNullable<WsConnection<Data>["runFork"]>
+    const scope = scopes.make()
+    this.scopeRef = scope
+    forker.connection(
       Effect.withFiberRuntime<unknown, E, Exclude<R, Scope.Scope>>((fiber) => {
         this.mainFiber = fiber
         this.handlerRunning = true
-        return Effect.flatMap(Scope.make(), (scope) => {
-          this.scopeRef = scope
-          // a close that began before this fiber ran gets its close deadline now
-          if (this.core.closeExpected) this.life.closing()
-          // Reading starts; the reader fiber is forked by the first transport event (or now,
-          // for the bytes that came with the upgrade request).
-          this.readerOnDemand = true
-          this.transport.resume()
-          if (this.pending !== undefined) this.forkReader()
-          return Effect.matchCauseEffect(Effect.interruptible(this.runHandler(handler, scope, wantsSpan(span, fiber))), endOf(this))
-        })
-      })
+        // a close that began before this fiber ran gets its close deadline now
+        if (this.core.closeExpected) this.life.closing()
+        // Reading starts; the reader fiber is forked by the first transport event (or now,
+        // for the bytes that came with the upgrade request).
+        this.readerOnDemand = true
+        this.transport.resume()
+        if (this.pending !== undefined) this.forkReader()
+        return Effect.matchCauseEffect(Effect.interruptible(this.runHandler(handler, wantsSpan(span, fiber))), endOf(this))
+      }),
+      scope
     )
   }
 
   private runHandler<E, R>(
     handler: (ws: WebSocket<Data>) => Effect.Effect<unknown, E, R>,
-    scope: Scope.Scope,
     span: boolean
   ): Effect.Effect<unknown, E, Exclude<R, Scope.Scope>> {
-    // The Scope (and the span) go into the fiber's context for good rather than through a
-    // `provideService` frame each: the fiber is the connection's, and it ends with it.
     const run = Effect.suspend(() => handler(this)) as Effect.Effect<unknown, E, Exclude<R, Scope.Scope>>
-    if (!span) return Effect.zipRight(FiberRef.update(FiberRef.currentContext, Context.add(Scope.Scope, scope)), run)
+    if (!span) return run
     // The handler inside the connection's span, the parent of the spans it makes; the span
-    // ends when the handler does (`ended`).
+    // goes into the fiber's context for good rather than through a `provideService` frame (the
+    // fiber is the connection's, and it ends with it) and ends when the handler does (`ended`).
     return Effect.flatMap(
       Effect.makeSpan("websocket.connection", {
         attributes: { "websocket.id": this.id, "url.path": this.request.url },
@@ -286,13 +283,7 @@ export class WsConnection<Data> implements WebSocket<Data>, ConnectionPort, Inbo
           flattenIds(s)
           this.span = s
           this.clock = clock
-          return Effect.zipRight(
-            FiberRef.update(
-              FiberRef.currentContext,
-              (context) => Context.add(Context.add(context, Tracer.ParentSpan, s), Scope.Scope, scope)
-            ),
-            run
-          )
+          return Effect.zipRight(FiberRef.update(FiberRef.currentContext, Context.add(Tracer.ParentSpan, s)), run)
         })
     )
   }

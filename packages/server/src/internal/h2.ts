@@ -5,15 +5,17 @@
  */
 import { HandshakeError } from "@effect-websocket/protocol/Errors"
 import { extendedConnectResponse, validateExtendedConnect, validateUpgrade } from "@effect-websocket/protocol/Handshake"
-import { Effect, FiberSet } from "effect"
+import { Effect } from "effect"
 import type { Scope } from "effect"
 import type * as http from "node:http"
 import * as http2 from "node:http2"
 import type * as net from "node:net"
 import { ServerError } from "../Errors.js"
 import * as Metrics from "../Metrics.js"
+import type { Forker, RunFork } from "./fork.js"
+import { makeForker } from "./fork.js"
 import { NO_TAGS } from "./inbox.js"
-import type { HandlerOptions, RunFork } from "./server.js"
+import type { HandlerOptions } from "./server.js"
 import { adopt, pathMatcher } from "./http.js"
 import { bind, ConnectionRequest, Engine } from "./server.js"
 import type { listen } from "./server.js"
@@ -72,7 +74,7 @@ export const acceptStream = <Data, E, R, E2, R2>(
     return engine.decide(
       { ...request, remoteAddress: socket.remoteAddress, remotePort: socket.remotePort, transport: "h2" },
       (status, reason, fields, body) => refuseStream(stream, status, reason, fields, body),
-      (accept, runFork: RunFork<Exclude<R, Scope.Scope>>) =>
+      (accept, forker: Forker<Exclude<R, Scope.Scope>>) =>
         Effect.sync(() => {
           if (engine.shuttingDown || stream.destroyed) {
             if (!stream.destroyed) stream.close(NGHTTP2_REFUSED_STREAM)
@@ -90,7 +92,7 @@ export const acceptStream = <Data, E, R, E2, R2>(
           // its side open, as the server closes TCP first over HTTP/1.1 (RFC 6455 §7.1.1).
           stream.once("finish", closeStream)
           const info = new ConnectionRequest(request.url, request.headers, socket, "h2")
-          engine.open(stream, info, agreed, accept.data, EMPTY, runFork)
+          engine.open(stream, info, agreed, accept.data, EMPTY, forker)
         })
     )
   })
@@ -169,8 +171,9 @@ export const listenHttp2 = <Data, E, R, E2, R2>(
         cause: new TypeError("http2 needs tls: browsers speak HTTP/2 only over TLS")
       })
     }
-    const runFork = yield* FiberSet.makeRuntime<Exclude<R, Scope.Scope> | R2>()
-    const engine = new Engine<Data, E, R, E2, R2>(options, runFork as any)
+    const forker = yield* makeForker<Exclude<R, Scope.Scope> | R2>()
+    const engine = new Engine<Data, E, R, E2, R2>(options, forker)
+    const runFork = forker.run
     const server = yield* Effect.try({
       try: () =>
         http2.createSecureServer({
@@ -247,8 +250,9 @@ export const attachHttp2 = <Data, E, R, E2, R2>(
   options: HandlerOptions<Data, E, R, E2, R2> & { readonly path?: string | ((url: string) => boolean) | undefined }
 ): Effect.Effect<{ readonly connections: Effect.Effect<number> }, never, Scope.Scope | Exclude<R, Scope.Scope> | R2> =>
   Effect.gen(function*() {
-    const runFork = yield* FiberSet.makeRuntime<Exclude<R, Scope.Scope> | R2>()
-    const engine = new Engine<Data, E, R, E2, R2>(options, runFork as any)
+    const forker = yield* makeForker<Exclude<R, Scope.Scope> | R2>()
+    const engine = new Engine<Data, E, R, E2, R2>(options, forker)
+    const runFork = forker.run
     const stop = serveStreams(server, engine, pathMatcher(options.path), runFork)
     yield* Effect.addFinalizer(() =>
       Effect.suspend(() => {

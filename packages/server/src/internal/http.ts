@@ -2,12 +2,13 @@ import { HandshakeError } from "@effect-websocket/protocol/Errors"
 import { validateUpgrade } from "@effect-websocket/protocol/Handshake"
 import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
-import { Effect, Fiber, FiberSet } from "effect"
+import { Effect, Fiber } from "effect"
 import type { Scope } from "effect"
 import * as http from "node:http"
 import type * as net from "node:net"
 import type { Duplex } from "node:stream"
 import * as Metrics from "../Metrics.js"
+import { makeForker } from "./fork.js"
 import { NO_TAGS } from "./inbox.js"
 import type { ConnectionPort } from "./port.js"
 import type { HandlerOptions } from "./server.js"
@@ -59,10 +60,6 @@ export const adopt = (socket: net.Socket): void => {
 // The route handler
 // ---------------------------------------------------------------------------------------
 
-const neverFork = (): never => {
-  throw new Error("HttpUpgrade: the route engine does not accept raw sockets")
-}
-
 /**
  * The engine of one route: it also remembers, per socket, the connection it opened and the
  * status it answered with (for the platform's logs and traces).
@@ -72,7 +69,8 @@ class RouteEngine<Data, E, R, E2, R2> extends Engine<Data, E, R, E2, R2> {
   readonly answered = new WeakMap<net.Socket, number>()
 
   constructor(options: HandlerOptions<Data, E, R, E2, R2>) {
-    super(options, neverFork)
+    // no forker: it takes no raw sockets, and each connection is forked with its request fiber's runtime
+    super(options, undefined)
   }
 
   override reject(
@@ -181,8 +179,9 @@ export const attach = <Data, E, R, E2, R2>(
   }
 ): Effect.Effect<{ readonly connections: Effect.Effect<number> }, never, Scope.Scope | Exclude<R, Scope.Scope> | R2> =>
   Effect.gen(function*() {
-    const runFork = yield* FiberSet.makeRuntime<Exclude<R, Scope.Scope> | R2>()
-    const engine = new Engine<Data, E, R, E2, R2>(options, runFork as any)
+    const forker = yield* makeForker<Exclude<R, Scope.Scope> | R2>()
+    const engine = new Engine<Data, E, R, E2, R2>(options, forker)
+    const runFork = forker.run
     const matches = pathMatcher(options.path)
     const onUpgrade = (req: http.IncomingMessage, duplex: Duplex, head: Buffer) => {
       const socket = duplex as net.Socket

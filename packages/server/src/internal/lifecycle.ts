@@ -12,7 +12,7 @@ export interface LifecycleHost {
   readonly options: Resolved
   /** The engine's close-timeout fiber. */
   readonly closeTimeouts: CloseTimeouts
-  /** Forks a fiber with the runtime the connection's fiber is forked with; undefined until `lifetime` is built. */
+  /** Forks a fiber with the runtime the connection's fiber is forked with; undefined until the connection starts. */
   readonly runFork: ((effect: Effect.Effect<void>) => unknown) | undefined
   /** Sends an owed Close (if any) and cuts the transport. */
   destroy(): void
@@ -64,7 +64,7 @@ export class Lifecycle {
 
   private armTimer(): void {
     const fork = this.host.runFork
-    // a close before `lifetime` was built is armed by `lifetime` (it checks `closeExpected`)
+    // a close before the connection started is armed when it starts (`start` checks `closeExpected`)
     if (fork !== undefined) this.closeTimer = this.host.closeTimeouts.arm(this, fork)
   }
 

@@ -3,8 +3,7 @@ import { HandshakeError } from "@effect-websocket/protocol/Errors"
 import type { RawRequest, UpgradeRequest } from "@effect-websocket/protocol/Handshake"
 import { acceptResponse, rejectResponse, RequestParser, validateUpgrade } from "@effect-websocket/protocol/Handshake"
 import { negotiate, PerMessageDeflate } from "@effect-websocket/protocol/PerMessageDeflate"
-import { Cause, Effect, FiberSet, Option, Runtime } from "effect"
-import type { Fiber } from "effect"
+import { Cause, Effect, Option } from "effect"
 import type { Duplex } from "node:stream"
 import type { Context, Scope } from "effect"
 import * as net from "node:net"
@@ -15,6 +14,8 @@ import type { CloseInfo, RequestInfo, WebSocket } from "../WebSocket.js"
 import { WsConnection } from "./connection.js"
 import type { Owner } from "./connection.js"
 import { NO_TAGS } from "./inbox.js"
+import { Forker, makeForker } from "./fork.js"
+import type { RunFork } from "./fork.js"
 import { CloseTimeouts } from "./lifecycle.js"
 import type { ConnectionPort } from "./port.js"
 import type { Limits, Resolved } from "./options.js"
@@ -78,7 +79,8 @@ export class Engine<Data, E, R, E2, R2> implements Owner {
 
   constructor(
     readonly handlerOptions: HandlerOptions<Data, E, R, E2, R2>,
-    readonly runFork: RunFork<Exclude<R, Scope.Scope> | R2>
+    /** How raw sockets' upgrades are forked; none for an engine that takes no raw socket (an HTTP route's). */
+    readonly forker: Forker<Exclude<R, Scope.Scope> | R2> | undefined
   ) {
     this.options = resolve(handlerOptions)
     this.closeTimeouts = new CloseTimeouts(this.options.closeTimeout)
@@ -141,12 +143,14 @@ export class Engine<Data, E, R, E2, R2> implements Owner {
    * handler's); with a hook, one fiber runs the hook and then accepts.
    */
   handle(socket: net.Socket, raw: RawRequest | UpgradeRequestLike, rest: Uint8Array): void {
+    const forker = this.forker
+    if (forker === undefined) throw new Error("this engine does not accept raw sockets")
     if (this.handlerOptions.onUpgrade === undefined) {
       const info = this.validate(socket, raw)
-      if (info !== undefined) this.accept(socket, info, { data: undefined as Data }, rest, this.runFork)
+      if (info !== undefined) this.accept(socket, info, { data: undefined as Data }, rest, forker)
       return
     }
-    this.runFork(this.upgrade(socket, raw, rest, false))
+    forker.run(this.upgrade(socket, raw, rest, false))
   }
 
   /** Answers with a complete HTTP error response and closes; nothing after it is read. */
@@ -197,8 +201,8 @@ export class Engine<Data, E, R, E2, R2> implements Owner {
       return this.decide(
         { ...info, remoteAddress: socket.remoteAddress, remotePort: socket.remotePort, transport: "http/1.1" },
         (status, reason, headers, body) => this.reject(socket, status, reason, headers, body),
-        (accept, runFork) => {
-          const ws = this.accept(socket, info, accept, rest, runFork)
+        (accept, forker) => {
+          const ws = this.accept(socket, info, accept, rest, forker)
           // the route's fiber lasts as long as the connection (until its Scope closed)
           return ws !== undefined && wait ? ws.released : Effect.void
         }
@@ -213,7 +217,7 @@ export class Engine<Data, E, R, E2, R2> implements Owner {
   decide(
     info: UpgradeInfo,
     refuse: (status: number, reason: string, headers?: Readonly<Record<string, string>>, body?: string) => void,
-    accepted: (accept: UpgradeAccept<Data>, runFork: RunFork<Exclude<R, Scope.Scope>>) => Effect.Effect<void>
+    accepted: (accept: UpgradeAccept<Data>, forker: Forker<Exclude<R, Scope.Scope>>) => Effect.Effect<void>
   ): Effect.Effect<void, never, Exclude<R, Scope.Scope> | R2> {
     const hook = this.handlerOptions.onUpgrade
     const decided: Effect.Effect<UpgradeAccept<Data>, UpgradeRejected | E2, R2> = hook !== undefined
@@ -230,7 +234,7 @@ export class Engine<Data, E, R, E2, R2> implements Owner {
         return Effect.logWarning("WebSocket upgrade hook failed", cause)
       },
       onSuccess: (accept) =>
-        Effect.flatMap(Effect.runtime<Exclude<R, Scope.Scope>>(), (runtime) => accepted(accept, Runtime.runFork(runtime)))
+        Effect.flatMap(Effect.runtime<Exclude<R, Scope.Scope>>(), (runtime) => accepted(accept, Forker.of(runtime)))
     })
   }
 
@@ -240,7 +244,7 @@ export class Engine<Data, E, R, E2, R2> implements Owner {
     request: UpgradeRequest,
     accept: UpgradeAccept<Data>,
     rest: Uint8Array,
-    runFork: RunFork<Exclude<R, Scope.Scope>>
+    forker: Forker<Exclude<R, Scope.Scope>>
   ): ConnectionPort | undefined {
     if (this.shuttingDown || socket.destroyed) {
       socket.destroy()
@@ -253,7 +257,7 @@ export class Engine<Data, E, R, E2, R2> implements Owner {
     }
     const requestInfo = new ConnectionRequest(request.url, request.headers, socket, "http/1.1")
     socket.write(acceptResponse({ key: request.key, protocol: agreed.protocol, extensions: agreed.extensions, headers: accept.headers }))
-    const ws = this.open(socket, requestInfo, agreed, accept.data, rest, runFork)
+    const ws = this.open(socket, requestInfo, agreed, accept.data, rest, forker)
     this.opened(socket, ws)
     return ws
   }
@@ -269,7 +273,7 @@ export class Engine<Data, E, R, E2, R2> implements Owner {
     agreed: Agreed,
     data: Data,
     rest: Uint8Array,
-    runFork: RunFork<Exclude<R, Scope.Scope>>
+    forker: Forker<Exclude<R, Scope.Scope>>
   ): ConnectionPort {
     const ws = new WsConnection<Data>({
       transport,
@@ -282,7 +286,7 @@ export class Engine<Data, E, R, E2, R2> implements Owner {
       data,
       owner: this
     }, rest)
-    this.startConnection(ws, runFork)
+    this.startConnection(ws, forker)
     return ws
   }
 
@@ -328,7 +332,7 @@ export class Engine<Data, E, R, E2, R2> implements Owner {
    */
   private startConnection(
     ws: WsConnection<Data>,
-    runFork: RunFork<Exclude<R, Scope.Scope>>
+    forker: Forker<Exclude<R, Scope.Scope>>
   ): void {
     const connections = this.connections
     connections.add(ws)
@@ -337,9 +341,9 @@ export class Engine<Data, E, R, E2, R2> implements Owner {
     Metrics.connectionsTotal.unsafeUpdate(1, NO_TAGS)
     if (!this.timersRunning) {
       this.timersRunning = true
-      runFork(this.timers)
+      forker.run(this.timers)
     }
-    runFork(ws.lifetime(this.handlerOptions.handler, this.handlerOptions.connectionSpan ?? "auto", runFork))
+    ws.start(this.handlerOptions.handler, this.handlerOptions.connectionSpan ?? "auto", forker)
   }
 
   /** Connections whose transport is open (a handler may outlive its transport by the close timeout). */
@@ -426,11 +430,7 @@ export class Engine<Data, E, R, E2, R2> implements Owner {
 
 const noop = () => {}
 
-/** `runFork` of a runtime whose services are `R`. */
-export type RunFork<R> = <A, EX>(
-  effect: Effect.Effect<A, EX, R>,
-  options?: Runtime.RunForkOptions | undefined
-) => Fiber.RuntimeFiber<A, EX>
+export type { RunFork }
 
 /** What `Engine.agree` settled for a connection. */
 export interface Agreed {
@@ -511,8 +511,8 @@ export const listen = <Data, E, R, E2, R2>(
   Scope.Scope | Exclude<R, Scope.Scope> | R2
 > =>
   Effect.gen(function*() {
-    const runFork = yield* FiberSet.makeRuntime<Exclude<R, Scope.Scope> | R2>()
-    const engine = new Engine<Data, E, R, E2, R2>(options, runFork as any)
+    const forker = yield* makeForker<Exclude<R, Scope.Scope> | R2>()
+    const engine = new Engine<Data, E, R, E2, R2>(options, forker)
     const secure = options.tls !== undefined
     const server: net.Server = secure
       ? yield* Effect.try({
