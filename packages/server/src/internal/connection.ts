@@ -244,7 +244,7 @@ export class WsConnection<Data> implements WebSocket<Data>, ConnectionPort, Inbo
     span: boolean | "auto",
     forker: Forker<Exclude<R, Scope.Scope>>
   ): void {
-    this.runFork = forker.run as unknown as NonNullable<WsConnection<Data>["runFork"]>
+    this.runFork = forker.run
     const scope = scopes.make()
     this.scopeRef = scope
     forker.connection(
