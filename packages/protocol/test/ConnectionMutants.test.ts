@@ -1,9 +1,9 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Connection } from "../src/Connection.js"
-import type { ConnectionOptions, MessageCompression } from "../src/Connection.js"
+import type { ConnectionEvent, ConnectionOptions, MessageCompression } from "../src/Connection.js"
 import { PolicyViolationError } from "../src/Errors.js"
 import { Opcode } from "../src/Frame.js"
-import { closePayload, frame, plain, run } from "./helpers.js"
+import { closePayload, frame, plain, run, splitAt } from "./helpers.js"
 
 const hook = (offloaded: boolean): MessageCompression => ({
   decompress: (data) => Buffer.from(data),
@@ -208,5 +208,239 @@ describe("a client's large payload", () => {
     assert.strictEqual(out[1]!.length, 5000)
     assert.deepStrictEqual(plain(run(out).events), [{ _tag: "Binary", data: data.toString("hex") }])
     assert.strictEqual(data.equals(Buffer.alloc(5000, 9)), true)
+  })
+})
+
+/** `n` bytes of a pattern that shifts with `seed` (so a misplaced piece shows). */
+const pattern = (n: number, seed = 0): Buffer => Buffer.from(Array.from({ length: n }, (_, i) => (i * 7 + seed) & 0xff))
+
+/** The one Binary message of `events`, checked against `expected`, and the size of the buffer it is a view into. */
+const bufferSize = (events: ReadonlyArray<ConnectionEvent>, expected: Buffer): number => {
+  assert.strictEqual(events.length, 1)
+  const e = events[0]!
+  assert.strictEqual(e._tag, "Binary")
+  const data = (e as { readonly data: Buffer }).data
+  assert.strictEqual(data.toString("hex"), expected.toString("hex"))
+  assert.strictEqual(data.byteOffset, 0)
+  return data.buffer.byteLength
+}
+
+// Buffers of 4 KiB and more get an ArrayBuffer of their own, of exactly their size: the
+// message delivered is a view into the message buffer, whose size then shows.
+describe("the message buffer", () => {
+  const a = pattern(3000, 1)
+  const b = pattern(3000, 2)
+  const one = pattern(5000, 3)
+  const cases: ReadonlyArray<[string, ReadonlyArray<Uint8Array>, ConnectionOptions, Buffer, number]> = [
+    ["is the frame's length for one frame cut in two reads", splitAt(frame(Opcode.Binary, one), [8 + 1000]), {}, one, 5000],
+    ["is twice the size for a second fragment", [frame(Opcode.Binary, a, { fin: false }), frame(Opcode.Continuation, b)], {}, Buffer.concat([a, b]), 12_000],
+    ["stays when a later fragment fits", [frame(Opcode.Binary, a, { fin: false }), frame(Opcode.Continuation, b, { fin: false }), frame(Opcode.Continuation, pattern(100, 4))], {}, Buffer.concat([a, b, pattern(100, 4)]), 12_000],
+    ["stays when a later fragment fills it exactly", [frame(Opcode.Binary, a, { fin: false }), frame(Opcode.Continuation, b, { fin: false }), frame(Opcode.Continuation, pattern(6000, 5))], {}, Buffer.concat([a, b, pattern(6000, 5)]), 12_000],
+    ["doubles when a later fragment does not fit", [frame(Opcode.Binary, a, { fin: false }), frame(Opcode.Continuation, b, { fin: false }), frame(Opcode.Continuation, pattern(6001, 6))], {}, Buffer.concat([a, b, pattern(6001, 6)]), 24_000],
+    ["is cut to the message limit", [frame(Opcode.Binary, a, { fin: false }), frame(Opcode.Continuation, b)], { maxMessageSize: 10_000 }, Buffer.concat([a, b]), 10_000],
+    ["is twice the size for one compressed frame cut in two reads", splitAt(frame(Opcode.Binary, one, { rsv1: true }), [8 + 1000]), { compression: hook(false) }, one, 10_000],
+    ["is not made for one compressed frame inflated in one piece", [frame(Opcode.Binary, one, { rsv1: true })], { compression: hook(false) }, one, 5000]
+  ]
+  for (const [name, chunks, options, expected, size] of cases) {
+    it(name, () => {
+      const r = run(chunks, options)
+      assert.strictEqual(r.connection.failure, undefined)
+      assert.strictEqual(bufferSize(r.events, expected), size)
+    })
+  }
+})
+
+describe("the decompression hook", () => {
+  it("gets each piece with the room left, then the end of the message with fin", () => {
+    const calls: Array<[string, boolean, number]> = []
+    const compression: MessageCompression = {
+      ...hook(false),
+      decompress: (data, fin, maxBytes) => {
+        calls.push([Buffer.from(data).toString("hex"), fin, maxBytes])
+        return fin ? Buffer.from("xy") : Buffer.from(data)
+      }
+    }
+    const r = run([frame(Opcode.Binary, "abc", { rsv1: true, fin: false }), frame(Opcode.Continuation, "de")], { maxMessageSize: 100, compression })
+    assert.deepStrictEqual(calls, [["616263", false, 100], ["6465", false, 97], ["", true, 95]])
+    assert.deepStrictEqual(plain(r.events), [{ _tag: "Binary", data: Buffer.from("abcdexy").toString("hex") }])
+  })
+
+  it("fails the message when what it gives at the end passes the limit", () => {
+    const r = run([frame(Opcode.Binary, "a", { rsv1: true })], { maxMessageSize: 4, compression: { ...hook(false), decompress: () => Buffer.from("abc") } })
+    assert.deepStrictEqual(plain(r.events), [])
+    assert.strictEqual(r.connection.failure?.reason, "message too big")
+    assert.strictEqual(r.sent.toString("hex"), "881103f1" + Buffer.from("message too big").toString("hex"))
+  })
+})
+
+describe("masked bytes joining a message", () => {
+  it("are unmasked into the message buffer, leaving the input as it was", () => {
+    const c = new Connection()
+    c.receiveData(frame(Opcode.Binary, "abc", { fin: false }))
+    const next = frame(Opcode.Continuation, "def")
+    const copy = Buffer.from(next)
+    c.receiveData(next)
+    assert.strictEqual(next.toString("hex"), copy.toString("hex"))
+    assert.deepStrictEqual(plain(c.eventsReceived()), [{ _tag: "Binary", data: Buffer.from("abcdef").toString("hex") }])
+  })
+
+  it("a Close inside a fragmented message keeps its own payload", () => {
+    const r = run([frame(Opcode.Binary, "ab", { fin: false }), frame(Opcode.Close, closePayload(1000, "bye"))])
+    assert.deepStrictEqual(plain(r.events), [{ _tag: "Close", code: 1000, reason: "bye" }])
+    assert.strictEqual(r.sent.toString("hex"), "880503e8627965")
+  })
+})
+
+describe("checkClose through sendClose", () => {
+  it("refuses a reason of 124 bytes with its kind and reason, and takes one of 123", () => {
+    const c = new Connection()
+    const err = c.sendClose(1000, "r".repeat(124))
+    assert.strictEqual(err?.kind, "CloseReason")
+    assert.strictEqual(err?.reason, "close reason over 123 bytes")
+    assert.deepStrictEqual(c.dataToSend(), [])
+    assert.strictEqual(c.sendClose(1000, "r".repeat(123)), undefined)
+    assert.deepStrictEqual(c.closeSent, { code: 1000, reason: "r".repeat(123) })
+  })
+})
+
+describe("the peer's Close answering ours", () => {
+  const cases: ReadonlyArray<["server" | "client", boolean]> = [["server", true], ["client", false]]
+  for (const [role, closeTransport] of cases) {
+    it(`closes TCP on the ${role} side: ${closeTransport}`, () => {
+      const c = new Connection({ role })
+      assert.strictEqual(c.sendClose(), undefined)
+      c.dataToSend()
+      c.receiveData(frame(Opcode.Close, closePayload(1000), role === "server" ? {} : { mask: false }))
+      assert.strictEqual(c.state, "CLOSED")
+      assert.strictEqual(c.closeHandshakeDone, true)
+      assert.strictEqual(c.closeTransport, closeTransport)
+      assert.deepStrictEqual(c.dataToSend(), [])
+    })
+  }
+})
+
+describe("fail", () => {
+  it("keeps the first failure", () => {
+    const c = new Connection()
+    const first = new PolicyViolationError({ reason: "first" })
+    c.fail(first)
+    assert.strictEqual(Buffer.concat(c.dataToSend()).toString("hex"), "880703f0" + Buffer.from("first").toString("hex"))
+    c.fail(new PolicyViolationError({ reason: "second" }))
+    assert.strictEqual(c.failure, first)
+    assert.deepStrictEqual(c.closeOutcome(), { code: 1008, reason: "first", wasClean: false })
+    assert.deepStrictEqual(c.dataToSend(), [])
+  })
+
+  it("after our Close, sends no second one and closes TCP", () => {
+    const c = new Connection()
+    assert.strictEqual(c.sendClose(1001), undefined)
+    c.dataToSend()
+    assert.strictEqual(c.closeTransport, false)
+    c.fail(new PolicyViolationError({ reason: "late" }))
+    assert.deepStrictEqual(c.dataToSend(), [])
+    assert.strictEqual(c.state, "CLOSED")
+    assert.strictEqual(c.closeTransport, true)
+    assert.deepStrictEqual(c.closeSent, { code: 1001, reason: "" })
+  })
+
+  it("while a Close reply is held back, closes and keeps the reply owed to the peer", () => {
+    const c = new Connection({ deferClose: true })
+    c.receiveData(frame(Opcode.Close, closePayload(1000, "bye")))
+    c.fail(new PolicyViolationError({ reason: "late" }))
+    assert.strictEqual(c.state, "CLOSED")
+    assert.strictEqual(c.closeTransport, true)
+    assert.strictEqual(c.closeOwed, true)
+    c.sendOwedClose()
+    assert.strictEqual(Buffer.concat(c.dataToSend()).toString("hex"), "880503e8627965")
+  })
+})
+
+describe("dispose", () => {
+  it("closes the compression hook and ignores later input", () => {
+    let closed = 0
+    const c = new Connection({ compression: { ...hook(false), close: () => void closed++ } })
+    c.receiveData(frame(Opcode.Binary, "ab", { fin: false }))
+    c.dispose()
+    assert.strictEqual(closed, 1)
+    assert.strictEqual(c.receiveData(frame(Opcode.Continuation, "cd")), undefined)
+    assert.deepStrictEqual(c.eventsReceived(), [])
+    assert.deepStrictEqual(c.dataToSend(), [])
+  })
+})
+
+const compressing: MessageCompression = { ...hook(false), shouldCompress: (n) => n >= 3, compress: (data) => Buffer.concat([Buffer.from("z"), data]) }
+
+describe("sendText / sendBinary with compression", () => {
+  it("compress by default when the hook wants it, and not when told not to or under its threshold", () => {
+    const c = new Connection({ compression: compressing })
+    assert.strictEqual(c.sendText("abc"), undefined)
+    assert.strictEqual(c.sendBinary(Buffer.from("abc")), undefined)
+    assert.strictEqual(c.sendText("abc", false), undefined)
+    assert.strictEqual(c.sendBinary(Buffer.from("abc"), false), undefined)
+    assert.strictEqual(c.sendText("ab"), undefined)
+    assert.strictEqual(
+      Buffer.concat(c.dataToSend()).toString("hex"),
+      "c1047a616263" + "c2047a616263" + "8103616263" + "8203616263" + "81026162"
+    )
+  })
+
+  it("sendBinary refuses once closing, and queues nothing", () => {
+    const c = new Connection()
+    c.sendClose()
+    c.dataToSend()
+    const err = c.sendBinary(Buffer.from("abc"))
+    assert.strictEqual(err?.kind, "NotOpen")
+    assert.strictEqual(err?.reason, "connection is CLOSING")
+    assert.deepStrictEqual(c.dataToSend(), [])
+  })
+})
+
+describe("a server's text", () => {
+  const cases: ReadonlyArray<[number, number]> = [[3, 5], [125, 127], [4096, 4100], [4097, 4101]]
+  for (const [length, queued] of cases) {
+    it(`of ${length} bytes counts ${queued} queued bytes, in ${length > 4096 ? "two pieces" : "one piece"}`, () => {
+      const c = new Connection()
+      const text = "é".repeat(length >> 1) + (length % 2 === 1 ? "t" : "")
+      assert.strictEqual(c.sendText(text), undefined)
+      assert.strictEqual(c.bufferedAmount, queued)
+      const out = c.dataToSend()
+      assert.strictEqual(out.length, length > 4096 ? 2 : 1)
+      assert.strictEqual(Buffer.concat(out).subarray(queued - length).toString("utf8"), text)
+      assert.deepStrictEqual(plain(run(out, { role: "client" }).events), [{ _tag: "Text", data: text }])
+      assert.strictEqual(c.bufferedAmount, 0)
+    })
+  }
+})
+
+describe("the shared output slab", () => {
+  it("a frame that fills its last bytes exactly stays in the same run; the next one starts a new slab", () => {
+    const c = new Connection()
+    // 4,100-byte frames until one lands at the start of a fresh 64 KiB slab
+    let fresh = false
+    for (let i = 0; i < 20 && !fresh; i++) {
+      c.sendBinary(pattern(4096, i))
+      const out = c.dataToSend()
+      assert.strictEqual(out.length, 1)
+      assert.strictEqual(Buffer.from(out[0]!).toString("hex"), "827e1000" + pattern(4096, i).toString("hex"))
+      fresh = out[0]!.byteOffset === 0
+    }
+    assert.strictEqual(fresh, true)
+    // 14 more frames of 4,100 bytes and one of 4,036 fill the other 61,436 bytes of the slab
+    const expected: Array<Buffer> = []
+    for (let i = 0; i < 14; i++) {
+      c.sendBinary(pattern(4096, i))
+      expected.push(Buffer.from("827e1000", "hex"), pattern(4096, i))
+    }
+    c.sendBinary(pattern(4032, 99))
+    expected.push(Buffer.from("827e0fc0", "hex"), pattern(4032, 99))
+    const out = c.dataToSend()
+    assert.strictEqual(out.length, 1)
+    assert.strictEqual(out[0]!.length, 61_436)
+    assert.strictEqual(Buffer.from(out[0]!).equals(Buffer.concat(expected)), true)
+    c.sendBinary(Buffer.from("ab"))
+    const next = c.dataToSend()
+    assert.strictEqual(next.length, 1)
+    assert.strictEqual(next[0]!.byteOffset, 0)
+    assert.strictEqual(Buffer.from(next[0]!).toString("hex"), "82026162")
   })
 })
