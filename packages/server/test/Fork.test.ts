@@ -8,7 +8,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect, ExecutionStrategy, Exit, FastCheck as fc, Scope, Stream } from "effect"
 import { scopeMaker, scopes } from "../src/internal/fork.js"
 import * as WebSocketServer from "../src/WebSocketServer.js"
-import { connect } from "./utils.js"
+import { connect, within } from "./utils.js"
 
 type Op =
   | { readonly _tag: "add" }
@@ -119,9 +119,7 @@ describe("a handler's scoped fibers", () => {
       })
       const client = yield* connect(server.url)
       client.close(1000)
-      const id = yield* Deferred.await(interrupted).pipe(
-        Effect.timeoutFail({ duration: 5_000, onTimeout: () => new Error("the scoped fiber was not interrupted within 5 s") })
-      )
+      const id = yield* Deferred.await(interrupted).pipe(within("5 seconds", "the scoped fiber's interruption"))
       assert.isAbove(id, 0)
     }).pipe(Effect.scoped))
 })

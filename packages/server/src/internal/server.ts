@@ -15,7 +15,6 @@ import { WsConnection } from "./connection.js"
 import type { Owner } from "./connection.js"
 import { NO_TAGS } from "./inbox.js"
 import { Forker, makeForker } from "./fork.js"
-import type { RunFork } from "./fork.js"
 import { CloseTimeouts } from "./lifecycle.js"
 import type { ConnectionPort } from "./port.js"
 import type { Limits, Resolved } from "./options.js"
@@ -429,8 +428,6 @@ export class Engine<Data, E, R, E2, R2> implements Owner {
 }
 
 const noop = () => {}
-
-export type { RunFork }
 
 /** What `Engine.agree` settled for a connection. */
 export interface Agreed {
