@@ -92,6 +92,28 @@ describe("a connection's Scope, made synchronously", () => {
       )
     ))
 
+  it("takes the direct path only for a sample shaped as an open, empty Scope of Effect's", () => {
+    const sample = () => Effect.runSync(Scope.make()) as Scope.CloseableScope & { state: unknown }
+    const withExtraKey = Object.assign(sample(), { extra: 1 })
+    const closed = sample()
+    Effect.runSync(Scope.close(closed, Exit.void))
+    const holding = sample()
+    Effect.runSync(Scope.addFinalizer(holding, Effect.void))
+    const otherState = sample()
+    otherState.state = { _tag: "Open", finalizers: new Map(), more: 1 }
+    const setState = sample()
+    setState.state = { _tag: "Open", finalizers: new Set() }
+    const cases: ReadonlyArray<[string, Scope.CloseableScope, boolean]> = [
+      ["a Scope fresh from Scope.make", sample(), true],
+      ["one with a key more", withExtraKey, false],
+      ["a closed one", closed, false],
+      ["one holding a finalizer", holding, false],
+      ["one whose state has a key more", otherState, false],
+      ["one whose finalizers are not a Map", setState, false]
+    ]
+    for (const [name, scope, direct] of cases) assert.strictEqual(scopeMaker(scope).direct, direct, name)
+  })
+
   it.effect("falls back to Scope.make when a Scope has another shape", () =>
     Effect.gen(function*() {
       const odd = Object.assign(Object.create(null), { strategy: ExecutionStrategy.sequential }) as Scope.CloseableScope
