@@ -46,9 +46,10 @@ const bunBinary = (): string | undefined => {
   }
 }
 
-/** `node <file> --port {port} ...args`: plain JavaScript, packages resolved to their `dist/`. */
+/** `node [BENCH_NODE_FLAGS] <file> --port {port} ...args`: plain JavaScript, packages resolved to their `dist/`. */
 export const plainNode = (file: string, ...args: ReadonlyArray<string>): ReadonlyArray<string> => [
   process.execPath,
+  ...(process.env.BENCH_NODE_FLAGS ?? "").split(" ").filter((f) => f !== ""),
   file,
   "--port",
   "{port}",
