@@ -531,4 +531,27 @@ describe("close", () => {
       const seen = yield* within(5_000, "the Close reply", recorder(client).waitClose)
       assert.deepStrictEqual(seen, { code: 4001, reason: "see you ✓" })
     }).pipe(Effect.scoped))
+
+  it.live("a handler that takes from messages, then calls run, echoes the peer's Close at once", () =>
+    Effect.gen(function*() {
+      // the close timeout is far beyond the wait below: a Close held back until it fires fails the test
+      const server = yield* WebSocketServer.make({
+        closeTimeout: 60_000,
+        handler: (ws) =>
+          Effect.zipRight(
+            Stream.runForEach(Stream.take(ws.messages, 1), ws.send),
+            ws.run((m) => void ws.unsafeSend(m))
+          )
+      })
+      const client = yield* connect(server.url)
+      const rec = recorder(client)
+      client.send("first")
+      yield* within(5_000, "the echo of the first message, taken from the Stream", rec.waitMessages(1))
+      client.send("second")
+      yield* within(5_000, "the echo of the second message, delivered by run", rec.waitMessages(2))
+      assert.deepStrictEqual(rec.messages.map((m) => m.data), ["first", "second"])
+      client.close(4002, "bye")
+      const seen = yield* within(5_000, "the Close reply (held back until the 60 s close timeout?)", rec.waitClose)
+      assert.deepStrictEqual(seen, { code: 4002, reason: "bye" })
+    }).pipe(Effect.scoped))
 })

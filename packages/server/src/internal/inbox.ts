@@ -204,6 +204,9 @@ export class Inbox {
     this.head = 0
     this.load = 0
     this.consumer = true
+    // a batch the Stream handed out before is the handler's business now: the owed Close waits
+    // for what run has not delivered, not for a pull that will never come
+    this.batchOut = false
     this.callback = onMessage
     for (const m of pending) this.push(m)
     this.flow()
