@@ -7,9 +7,11 @@
  *
  *   pnpm bench:handler                       32 B and 16 KiB, batches of 1, 4 and 16 messages
  *   pnpm bench:handler --size 1048576 --batch 1 --messages 400
+ *   pnpm bench:handler --floor               also Effect's own floor: the same reads through
+ *                                            streams with no WebSocket code at all (below)
  */
 import { Connection } from "@effect-websocket/protocol/Connection"
-import { Effect, Runtime, Stream } from "effect"
+import { Channel, Chunk, Effect, Runtime, Stream } from "effect"
 import { Duplex } from "node:stream"
 import { parseArgs } from "node:util"
 import { WsConnection } from "../packages/server/src/internal/connection.js"
@@ -23,7 +25,8 @@ const { values: args } = parseArgs({
     size: { type: "string" },
     batch: { type: "string" },
     messages: { type: "string" },
-    forms: { type: "string" }
+    forms: { type: "string" },
+    floor: { type: "boolean" }
   }
 })
 
@@ -110,23 +113,138 @@ const measure = async (form: Form, size: number, batch: number, total: number): 
   return (used * 1000) / (rounds * batch)
 }
 
+/**
+ * Effect's floor: the same reads (a fresh buffer per read, cut into `batch` messages) through
+ * consumers with no WebSocket code at all, each "sending" a message by counting its bytes:
+ * - `floor-callback`: a plain function per message, no Effect (what the read loop itself costs);
+ * - `floor-fiber`: one fiber that waits for each read in `Effect.async` and runs an Effect per
+ *   message (`Effect.forEach`), no Stream;
+ * - `floor-stream`: `Stream.runForEach` over a Stream built as `ws.messages` is (a channel that
+ *   pulls a batch, writes it and loops);
+ * - `floor-async`: `Stream.runForEach` over Effect's stock `Stream.async`, one `emit.chunk` per read.
+ * The distance between `fast` and `stream` above, set against the one between `floor-callback`
+ * and `floor-stream`, says how much of the Stream form's cost is Effect's machinery per chunk.
+ */
+type Floor = "floor-callback" | "floor-fiber" | "floor-stream" | "floor-async"
+const floors: Array<Floor> = ["floor-callback", "floor-fiber", "floor-stream", "floor-async"]
+
+/** Reads cut into messages, queued for a consumer that waits in `Effect.async`, or given to a callback. */
+class Source {
+  items: Array<Uint8Array> = []
+  waiter: ((chunk: Effect.Effect<Chunk.Chunk<Uint8Array>>) => void) | undefined = undefined
+  callback: ((m: Uint8Array) => void) | undefined = undefined
+  /** After a read's messages: `floor-async` emits them as one chunk. */
+  flush: (() => void) | undefined = undefined
+  readonly take = Effect.suspend((): Effect.Effect<Chunk.Chunk<Uint8Array>> => {
+    if (this.items.length > 0) return Effect.succeed(this.drain())
+    return this.wait
+  })
+  private readonly wait = Effect.async<Chunk.Chunk<Uint8Array>>((resume) => {
+    this.waiter = resume
+  })
+  private drain(): Chunk.Chunk<Uint8Array> {
+    const items = this.items
+    this.items = []
+    return Chunk.unsafeFromArray(items)
+  }
+  read(buffer: Buffer, size: number): void {
+    for (let at = 0; at < buffer.length; at += size) {
+      const m = buffer.subarray(at, at + size)
+      if (this.callback !== undefined) this.callback(m)
+      else this.items.push(m)
+    }
+    const w = this.waiter
+    if (w !== undefined && this.items.length > 0) {
+      this.waiter = undefined
+      w(Effect.succeed(this.drain()))
+    }
+  }
+}
+
+const floorConsumer = (
+  form: Floor,
+  source: Source,
+  count: (m: Uint8Array) => void,
+  send: (m: Uint8Array) => Effect.Effect<void>
+) => {
+  switch (form) {
+    case "floor-callback":
+      return Effect.sync(() => {
+        source.callback = count
+      }).pipe(Effect.zipRight(Effect.never))
+    case "floor-fiber":
+      return Effect.forever(Effect.flatMap(source.take, (chunk) => Effect.forEach(chunk, send, { discard: true })))
+    case "floor-stream": {
+      const loop: Channel.Channel<Chunk.Chunk<Uint8Array>, unknown, never, unknown, void, unknown> = Channel
+        .flatMap(Channel.fromEffect(source.take), (chunk) => Channel.flatMap(Channel.write(chunk), () => loop))
+      return Stream.runForEach(Stream.fromChannel(loop), send)
+    }
+    case "floor-async":
+      return Stream.runForEach(
+        Stream.async<Uint8Array>((emit) => {
+          const items: Array<Uint8Array> = []
+          source.callback = (m) => void items.push(m)
+          source.flush = () => {
+            void emit.chunk(Chunk.unsafeFromArray(items.splice(0)))
+          }
+        }),
+        send
+      )
+  }
+}
+
+const measureFloor = async (form: Floor, size: number, batch: number, total: number): Promise<number> => {
+  const source = new Source()
+  let bytes = 0
+  const count = (m: Uint8Array) => void (bytes += m.byteLength)
+  const send = (m: Uint8Array) => Effect.sync(() => count(m))
+  const fiber = Effect.runFork(floorConsumer(form, source, count, send))
+  const template = Buffer.alloc(size * batch, 0x61)
+  await tick()
+  const rounds = Math.ceil(total / batch)
+  const start = cpu()
+  for (let r = 0; r < rounds; r++) {
+    source.read(Buffer.from(template), size)
+    source.flush?.()
+    await tick()
+  }
+  while (bytes < rounds * batch * size) await tick()
+  const used = cpu() - start
+  await Effect.runPromise(fiber.interruptAsFork(fiber.id()).pipe(Effect.zipRight(fiber.await)))
+  return (used * 1000) / (rounds * batch)
+}
+
 const sizes = args.size !== undefined ? [Number(args.size)] : [32, 16 * 1024]
 const batches = args.batch !== undefined ? [Number(args.batch)] : [1, 4, 16]
 const forms = (args.forms?.split(",") ?? ["fast", "stream", "sink", "pipeline"]) as Array<Form>
-console.log("CPU µs per message (best of 3), no kernel; × = against the callback form (fast)")
+console.log(
+  "CPU µs per message (best of 3), no kernel; × = against the callback form (fast), floors against floor-callback"
+)
 for (const size of sizes) {
   for (const batch of batches) {
     const total = args.messages !== undefined ? Number(args.messages) : size >= 65536 ? 2_000 : 60_000
-    const results = new Map<Form, number>()
+    const results = new Map<Form | Floor, number>()
     for (const form of forms) {
       let best = Infinity
       for (let round = 0; round < 3; round++) best = Math.min(best, await measure(form, size, batch, total))
       results.set(form, best)
     }
+    if (args.floor) {
+      for (const form of floors) {
+        let best = Infinity
+        for (let round = 0; round < 3; round++) best = Math.min(best, await measureFloor(form, size, batch, total))
+        results.set(form, best)
+      }
+    }
     const base = results.get("fast")
-    const cells = forms.map((f) => {
+    const cells = [...results.keys()].map((f) => {
       const v = results.get(f)!
-      return `${f} ${v.toFixed(2)}${base !== undefined && f !== "fast" ? ` (${(v / base).toFixed(2)}×)` : ""}`
+      // handler forms against the callback form, floors against the plain callback floor
+      const against = f.startsWith("floor-") ? results.get("floor-callback") : base
+      const ratio = against !== undefined && f !== "fast" && f !== "floor-callback"
+        ? ` (${(v / against).toFixed(2)}×)`
+        : ""
+      return `${f} ${v.toFixed(2)}${ratio}`
     })
     console.log(`${String(size).padStart(7)} B × ${String(batch).padStart(2)} per read: ${cells.join("  ")}`)
   }

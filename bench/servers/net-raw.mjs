@@ -2,11 +2,23 @@
 // (the client's masked frames come back as they were sent; the load generator accepts masked frames).
 // When the first read after the upgrade starts with a Close frame (the handshake scenario), it is echoed
 // and the TCP connection ended, as a server would; later reads are never looked at.
+//
+// --effect (`net-effect`): the same, plus the least Effect a connection can cost, with Effect and
+// @effect/platform-node loaded as in our server: each upgraded socket gets one fiber, forked from
+// the runtime, that waits in `Effect.async` until the socket closes. No Scope, no reader, writer
+// or close-timeout fiber, no metric, no span (`Effect.scoped` alone would add its context patches
+// to every connection): a floor under what a connection's Effect costs a handshake.
 import { createHash } from "node:crypto"
 import * as net from "node:net"
 import { exitWithParent, host, port } from "./common.mjs"
 
 exitWithParent()
+const connectionFiber = process.argv.includes("--effect") ? await (async () => {
+  const { Effect, Runtime } = await import("effect")
+  await import("@effect/platform-node")
+  const fork = Runtime.runFork(Runtime.defaultRuntime)
+  return (socket) => fork(Effect.async((resume) => void socket.once("close", () => resume(Effect.void))))
+})() : undefined
 const GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 const server = net.createServer({ noDelay: true }, (socket) => {
@@ -27,6 +39,7 @@ const server = net.createServer({ noDelay: true }, (socket) => {
     )
     socket.off("data", onHead)
     socket.on("data", onFirst)
+    connectionFiber?.(socket)
     const rest = Buffer.from(head.slice(end + 4), "latin1")
     if (rest.length > 0) onFirst(rest)
   }

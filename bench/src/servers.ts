@@ -30,6 +30,8 @@ export interface ServerSpec {
   readonly transports?: ReadonlyArray<"tls" | "h2">
   /** Why the server cannot run here, or undefined when it can. */
   readonly unavailable?: () => string | undefined
+  /** Runs only when named in `--servers` (a floor for one question, not a peer). */
+  readonly onRequest?: boolean
 }
 
 export const benchDir = join(dirname(fileURLToPath(import.meta.url)), "..")
@@ -100,6 +102,12 @@ export const servers: ReadonlyArray<ServerSpec> = [
     description: "node:net: answers the upgrade, then echoes every read verbatim (no framing): the ceiling",
     command: [process.execPath, serverFile("net-raw.mjs"), "--port", "{port}"]
   },
+  {
+    name: "net-effect",
+    description: "net-raw with Effect loaded and a fiber, a Scope and a waiting handler per connection: Effect's floor for a connection",
+    command: [process.execPath, serverFile("net-raw.mjs"), "--port", "{port}", "--effect"],
+    onRequest: true
+  },
   // Our server (servers/ours.mjs on the packages' compiled output, as a user runs it), one entry per
   // handler style; skipped, with a note, until `pnpm build` has run (bench/run.sh runs it).
   {
@@ -156,4 +164,4 @@ if (baseline !== undefined && baseline !== "") {
 export const BASELINES = ["ws", "effect-platform"] as const
 
 /** Servers run when `--servers` is not given: every available one. */
-export const defaultServers = (): ReadonlyArray<ServerSpec> => servers.filter((s) => s.unavailable?.() === undefined)
+export const defaultServers = (): ReadonlyArray<ServerSpec> => servers.filter((s) => s.onRequest !== true && s.unavailable?.() === undefined)
