@@ -11,24 +11,15 @@ import { Connection } from "@effect-websocket/protocol/Connection"
 import type { MessageCompression } from "@effect-websocket/protocol/Connection"
 import { ProtocolViolationError } from "@effect-websocket/protocol/Errors"
 import { Effect } from "effect"
-import { Duplex } from "node:stream"
 import type { ProtocolError } from "../src/Errors.js"
 import { resolve } from "../src/internal/options.js"
 import { Outbox } from "../src/internal/outbox.js"
 import type { OutboxHost } from "../src/internal/outbox.js"
+import { MemoryTransport } from "./memory.js"
+import type { Frame } from "./memory.js"
 
 /** Messages of at least this many bytes are compressed off the loop. */
 const OFFLOAD = 1000
-
-/** A transport that takes every write at once and keeps the bytes. */
-class MemoryTransport extends Duplex {
-  chunks: Array<Buffer> = []
-  override _read(): void {}
-  override _write(chunk: Buffer, _encoding: string, callback: () => void): void {
-    this.chunks.push(Buffer.from(chunk))
-    callback()
-  }
-}
 
 /** A compression hook that "compresses" to the same bytes; off-loop work completes on `finish`. */
 const makeCompression = () => {
@@ -49,33 +40,6 @@ const makeCompression = () => {
   return { compression, pending, finish }
 }
 
-interface Frame {
-  readonly op: number
-  readonly rsv1: boolean
-  readonly payload: Buffer
-}
-
-/** Parses the server's (unmasked) frames. */
-const parseFrames = (bytes: Buffer): Array<Frame> => {
-  const frames: Array<Frame> = []
-  let i = 0
-  while (i < bytes.length) {
-    const b0 = bytes[i]!
-    let len = bytes[i + 1]! & 0x7f
-    let p = i + 2
-    if (len === 126) {
-      len = bytes.readUInt16BE(p)
-      p += 2
-    } else if (len === 127) {
-      len = Number(bytes.readBigUInt64BE(p))
-      p += 8
-    }
-    frames.push({ op: b0 & 0x0f, rsv1: (b0 & 0x40) !== 0, payload: bytes.subarray(p, p + len) })
-    i = p + len
-  }
-  return frames
-}
-
 const makeOutbox = (deferClose = true) => {
   const transport = new MemoryTransport()
   const { compression, finish, pending } = makeCompression()
@@ -93,7 +57,7 @@ const makeOutbox = (deferClose = true) => {
   }
   const outbox = new Outbox(host)
   /** What went out so far. */
-  const frames = () => parseFrames(Buffer.concat(transport.chunks))
+  const frames = () => transport.frames()
   return { outbox, host, core, transport, log, frames, finish, pending }
 }
 
