@@ -10,15 +10,14 @@
  *   pnpm bench:handler --floor               also Effect's own floor: the same reads through
  *                                            streams with no WebSocket code at all (below)
  */
-import { Connection } from "@effect-websocket/protocol/Connection"
 import { Channel, Chunk, Effect, Runtime, Stream } from "effect"
 import { Duplex } from "node:stream"
 import { parseArgs } from "node:util"
-import { WsConnection } from "../packages/server/src/internal/connection.js"
 import { Forker } from "../packages/server/src/internal/fork.js"
-import { CloseTimeouts } from "../packages/server/src/internal/lifecycle.js"
 import { resolve } from "../packages/server/src/internal/options.js"
 import type { WebSocket } from "../packages/server/src/WebSocket.js"
+// the connection the server package's unit tests use: an in-memory transport, a real protocol core
+import { memoryConnection } from "../packages/server/test/memory.js"
 
 const { values: args } = parseArgs({
   options: {
@@ -81,19 +80,7 @@ const cpu = () => {
 const measure = async (form: Form, size: number, batch: number, total: number): Promise<number> => {
   const transport = new NullTransport()
   const options = resolve({ maxMessageSize: 64 * 1024 * 1024, keepaliveInterval: 0 })
-  const closeTimeouts = new CloseTimeouts(options.closeTimeout)
-  const core = new Connection({ role: "server", maxMessageSize: options.maxMessageSize, deferClose: true })
-  const ws = new WsConnection<undefined>({
-    transport: transport as unknown as import("node:net").Socket,
-    core,
-    options,
-    request: { url: "/", headers: {}, remoteAddress: undefined, remotePort: undefined, transport: "http/1.1" },
-    protocol: undefined,
-    extensions: undefined,
-    deflate: undefined,
-    data: undefined,
-    owner: { closeTimeouts, transportClosed: () => {}, released: () => {} }
-  }, new Uint8Array(0))
+  const ws = memoryConnection(transport, options)
   ws.start(handlers[form], false, Forker.of(Runtime.defaultRuntime))
   const frame = maskedFrame(Buffer.alloc(size, 0x61))
   const template = Buffer.concat(Array.from({ length: batch }, () => frame))
