@@ -15,6 +15,7 @@ import {
   connect,
   craftFrame,
   headEnd,
+  loadCount,
   makeCertificate,
   parseServerFrames,
   pollUntil,
@@ -774,7 +775,7 @@ describe("resources", () => {
 
   it.scopedLive("2,000 idle connections are reclaimed by the idle timeout; the connection count returns to 0", () =>
     Effect.gen(function*() {
-      const n = 2_000
+      const n = loadCount(2_000)
       const { drained, server, stats } = yield* instrumented(
         { idleTimeout: 1_000, keepaliveInterval: 0, closeTimeout: 300, backlog: 4096 },
         () => Effect.never
@@ -799,7 +800,7 @@ describe("resources", () => {
         () => Effect.never
       )
       const live = yield* Effect.forEach(Array.from({ length: 10 }), () => connect(server.url))
-      const raws = yield* Effect.forEach(Array.from({ length: 1_000 }), () => rawConnect(server.address.port), {
+      const raws = yield* Effect.forEach(Array.from({ length: loadCount(1_000) }), () => rawConnect(server.address.port), {
         concurrency: 100
       })
       yield* Effect.forEach(raws, (r) => r.ended, { concurrency: "unbounded", discard: true }).pipe(

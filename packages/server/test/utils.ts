@@ -8,6 +8,14 @@ import { join } from "node:path"
 import WebSocket from "ws"
 
 /**
+ * A load test's count of connections, scaled by LOAD_SCALE (default 1). `pnpm mutate` sets it to
+ * 0.1: each mutant reruns every test that covers it, and the thousand-connection tests would then
+ * be most of a run's time. Fewer connections can only catch fewer mutants, never more.
+ */
+export const loadCount = (n: number, least = 10): number =>
+  Math.max(least, Math.round(n * (Number(process.env["LOAD_SCALE"] ?? 1) || 1)))
+
+/**
  * Waits for `effect` at most `duration`, then fails naming what it was waiting for: a regression
  * shows up as "timed out after 5 seconds: <what>", not as the test runner's 30 s timeout.
  */
