@@ -11,14 +11,24 @@
  * server to close TCP (concurrently, `--concurrency` loops).
  *
  *   pnpm bench:handshakes [--servers ws,ours-fast] [--rounds 10] [--per-round 4000] [--warmup 8000]
+ *                         [--profile <dir>]
+ *
+ * `--profile <dir>` runs every Node server under `--cpu-prof` (profiles in <dir>/<server>/) and then
+ * prints where each one's CPU per handshake went, by owner of the code (Node's modules, native
+ * bindings, GC, Effect, our packages, ws), from the samples taken during its measured rounds only.
+ * The profiler costs CPU of its own, so compare these figures with each other, not with a run
+ * without it.
  *
  * Servers are those of `pnpm bench` (`bench/src/servers.ts`; `BENCH_BASELINE` adds `base-fast`),
  * run from their built `dist/` (`pnpm build` first). Linux only (/proc); taskset pins when present.
  */
 import { execFileSync } from "node:child_process"
 import type { ChildProcess } from "node:child_process"
+import { once } from "node:events"
 import * as net from "node:net"
 import { availableParallelism } from "node:os"
+import { join } from "node:path"
+import { attribute, monotonicMicros, readProfile } from "./src/cpuprofile.js"
 import { cpuSeconds } from "./src/proc.js"
 import { servers } from "./src/servers.js"
 import { flag, median } from "./src/cli.js"
@@ -79,7 +89,15 @@ const main = async (): Promise<void> => {
   const serverCpu = String(availableParallelism() - 1)
   const pinned = (cpu: string, argv: ReadonlyArray<string>) => (pin ? ["taskset", "-c", cpu, ...argv] : [...argv])
 
-  const started: Array<{ name: string; port: number; child: ChildProcess; samples: Array<number> }> = []
+  const profileDir = flag("profile", "")
+  const started: Array<{
+    name: string
+    port: number
+    child: ChildProcess
+    samples: Array<number>
+    windows: Array<readonly [number, number]>
+    profiled: boolean
+  }> = []
   const stopAll = () => {
     for (const s of started) s.child.kill()
   }
@@ -91,9 +109,11 @@ const main = async (): Promise<void> => {
     const why = spec.unavailable?.()
     if (why !== undefined) throw new Error(`${name}: ${why}`)
     const p = port++
-    const argv = pinned(serverCpu, spec.command.map((a) => a.replaceAll("{port}", String(p))))
-    const child = await startListening(name, argv, { ...spec.env, BENCH_PORT: String(p) })
-    started.push({ name, port: p, child, samples: [] })
+    const command = spec.command.map((a) => a.replaceAll("{port}", String(p)))
+    const profiled = profileDir !== "" && command[0] === process.execPath
+    if (profiled) command.splice(1, 0, "--cpu-prof", `--cpu-prof-dir=${join(profileDir, name)}`)
+    const child = await startListening(name, pinned(serverCpu, command), { ...spec.env, BENCH_PORT: String(p) })
+    started.push({ name, port: p, child, samples: [], windows: [], profiled })
   }
   const drive = (p: number, n: number) => {
     const argv = pinned("0", [process.execPath, ...process.execArgv, process.argv[1]!])
@@ -108,7 +128,9 @@ const main = async (): Promise<void> => {
     for (const s of started) {
       const pid = s.child.pid!
       const before = cpuSeconds(pid)
+      const from = monotonicMicros()
       drive(s.port, perRound)
+      s.windows.push([from, monotonicMicros()])
       s.samples.push(((cpuSeconds(pid) - before) * 1e6) / perRound)
     }
   }
@@ -122,6 +144,18 @@ const main = async (): Promise<void> => {
     )
   }
   stopAll()
+  const profiled = started.filter((s) => s.profiled)
+  if (profiled.length === 0) return
+  // the profile is written as the process exits (SIGTERM makes the bench servers exit)
+  await Promise.all(profiled.map((s) => s.child.exitCode !== null ? undefined : once(s.child, "exit")))
+  const tables = profiled.map((s) => attribute(readProfile(join(profileDir, s.name)), s.windows, rounds * perRound))
+  const groups = [...new Set(tables.flatMap((t) => [...t.keys()]))]
+    .sort((a, b) => Math.max(...tables.map((t) => t.get(b) ?? 0)) - Math.max(...tables.map((t) => t.get(a) ?? 0)))
+  const cell = (x: number) => x.toFixed(1).padStart(14)
+  console.log(`\nprofiled CPU per handshake (µs), samples of the measured rounds only; profiles in ${profileDir}`)
+  console.log(`  ${"".padEnd(30)}${profiled.map((s) => s.name.padStart(14)).join("")}`)
+  for (const g of groups) console.log(`  ${g.padEnd(30)}${tables.map((t) => cell(t.get(g) ?? 0)).join("")}`)
+  console.log(`  ${"total".padEnd(30)}${tables.map((t) => cell([...t.values()].reduce((a, b) => a + b, 0))).join("")}`)
 }
 
 main().then(

@@ -104,7 +104,7 @@ export const servers: ReadonlyArray<ServerSpec> = [
   },
   {
     name: "net-effect",
-    description: "net-raw with Effect loaded and a fiber, a Scope and a waiting handler per connection: Effect's floor for a connection",
+    description: "net-raw with Effect and @effect/platform-node loaded and one fiber per connection waiting in Effect.async (no Scope): Effect's floor for a connection",
     command: [process.execPath, serverFile("net-raw.mjs"), "--port", "{port}", "--effect"],
     onRequest: true
   },
