@@ -8,7 +8,6 @@ import { assert, describe, it } from "@effect/vitest"
 import { Context, Deferred, Effect, Exit, Layer, Scope, Stream } from "effect"
 import * as http from "node:http"
 import * as https from "node:https"
-import type * as net from "node:net"
 import { UpgradeRejected } from "../src/Errors.js"
 import * as HttpUpgrade from "../src/HttpUpgrade.js"
 import type { CloseInfo, WebSocket as Ws } from "../src/WebSocket.js"
@@ -16,6 +15,7 @@ import {
   clientFrame,
   connect,
   headEnd,
+  listenHttp,
   makeCertificate,
   parseServerFrames,
   rawExchange,
@@ -251,24 +251,11 @@ describe("HttpUpgrade.handler: a WebSocket route of an @effect/platform app on N
     }))
 })
 
-/** A node:http(s) server with its own request handler, listening on 127.0.0.1 for the scope. */
-const listen = <S extends http.Server>(server: S) =>
-  Effect.acquireRelease(
-    Effect.async<number>((resume) => {
-      server.listen(0, "127.0.0.1", () => resume(Effect.succeed((server.address() as net.AddressInfo).port)))
-    }),
-    () =>
-      Effect.async<void>((resume) => {
-        server.closeAllConnections()
-        server.close(() => resume(Effect.void))
-      })
-  )
-
 describe("HttpUpgrade.attach: the 'upgrade' event of a plain node:http / node:https server", () => {
   it.scopedLive("serves upgrades on its path next to the server's own requests; other paths get 404", () =>
     Effect.gen(function*() {
       const server = http.createServer((_req, res) => res.end("plain http"))
-      const port = yield* listen(server)
+      const port = yield* listenHttp(server)
       const attached = yield* HttpUpgrade.attach(server, { path: "/ws", handler: echo })
       assert.strictEqual((yield* get(`http://127.0.0.1:${port}/`)).body, "plain http")
       const client = yield* connect(`ws://127.0.0.1:${port}/ws?x=1`)
@@ -284,7 +271,7 @@ describe("HttpUpgrade.attach: the 'upgrade' event of a plain node:http / node:ht
   it.scopedLive("closing its scope removes the listener and closes connections with 1001", () =>
     Effect.gen(function*() {
       const server = http.createServer((_req, res) => res.end("plain http"))
-      const port = yield* listen(server)
+      const port = yield* listenHttp(server)
       const scope = yield* Scope.make()
       yield* HttpUpgrade.attach(server, { handler: echo }).pipe(Scope.extend(scope))
       assert.strictEqual(server.listenerCount("upgrade"), 1)
@@ -299,7 +286,7 @@ describe("HttpUpgrade.attach: the 'upgrade' event of a plain node:http / node:ht
   it.scopedLive("serves wss:// on a node:https server", () =>
     Effect.gen(function*() {
       const server = https.createServer(makeCertificate(), (_req, res) => res.end("tls"))
-      const port = yield* listen(server)
+      const port = yield* listenHttp(server)
       yield* HttpUpgrade.attach(server, { handler: echo })
       const client = yield* connect(`wss://127.0.0.1:${port}/`, { rejectUnauthorized: false })
       client.send("secret")

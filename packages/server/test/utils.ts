@@ -2,6 +2,7 @@ import { Effect, Schedule } from "effect"
 import type { Duration, Scope } from "effect"
 import { execFileSync } from "node:child_process"
 import { mkdtempSync, readFileSync, rmSync } from "node:fs"
+import type * as http from "node:http"
 import * as net from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -399,3 +400,16 @@ export const pollUntil = <A>(
     }
     return value
   })
+
+/** A node:http(s) server listening on 127.0.0.1 (any port) for the scope; its port. */
+export const listenHttp = <S extends http.Server>(server: S): Effect.Effect<number, never, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.async<number>((resume) => {
+      server.listen(0, "127.0.0.1", () => resume(Effect.succeed((server.address() as net.AddressInfo).port)))
+    }),
+    () =>
+      Effect.async<void>((resume) => {
+        server.closeAllConnections()
+        server.close(() => resume(Effect.void))
+      })
+  )

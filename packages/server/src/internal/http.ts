@@ -103,13 +103,13 @@ class RouteEngine<Data, E, R, E2, R2> extends Engine<Data, E, R, E2, R2> {
         return Effect.asVoid(Fiber.interrupt(fiber))
       }
       ws.startClose(1001, "server shutting down")
-      return Fiber.await(fiber).pipe(
-        // the connection bounds itself: close timeout for the handshake, then for the handler.
-        Effect.timeout(2 * this.options.closeTimeout + 1000),
-        Effect.ignore,
-        Effect.zipRight(Fiber.interrupt(fiber)),
-        Effect.zipRight(Effect.sync(() => socket.destroy()))
-      )
+      // The connection bounds itself against its peer: the close timeout cuts a transport whose
+      // peer does not finish the closing handshake, and a handler still running then is
+      // interrupted. The route's fiber ends when the connection's Scope has closed (its socket is
+      // destroyed by then). As for any fiber, a handler that makes itself uninterruptible is
+      // waited for: a timeout here could not cut that wait (this runs as an interruption
+      // finalizer, uninterruptibly), and returning early would leave the handler running.
+      return Effect.asVoid(Fiber.await(fiber))
     })
   }
 }
@@ -187,10 +187,7 @@ export const attach = <Data, E, R, E2, R2>(
       const socket = duplex as net.Socket
       if (!matches(req.url ?? "/")) {
         // Another 'upgrade' listener may serve it; alone, we answer.
-        if (server.listenerCount("upgrade") === 1) {
-          socket.on("error", noop)
-          engine.reject(socket, 404, "no WebSocket endpoint here")
-        }
+        if (server.listenerCount("upgrade") === 1) engine.reject(socket, 404, "no WebSocket endpoint here")
         return
       }
       adopt(socket)
