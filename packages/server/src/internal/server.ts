@@ -397,8 +397,14 @@ export class Engine<Data, E, R, E2, R2> implements Owner {
   })
 
   /**
-   * Graceful shutdown: no new upgrades (503), 1001 to every open connection, up to the close
-   * timeout for their handshakes, then whatever is left is destroyed.
+   * Graceful shutdown: no new upgrades (503), 1001 to every open connection, their closing
+   * handshakes, then the handlers still running are interrupted.
+   *
+   * Every wait here is bounded by the connections themselves, not by a timeout: this runs as a
+   * Layer's finalizer, uninterruptibly, where `Effect.timeout` cannot cut what it waits for. Each
+   * connection's close deadline (armed by `startClose`) cuts a peer that does not finish the
+   * closing handshake within `closeTimeout`; after that a handler can only hold shutdown by
+   * making itself uninterruptible, and is then waited for, as Effect waits for any such fiber.
    */
   shutdown(): Effect.Effect<void> {
     return Effect.suspend(() => {
@@ -407,20 +413,12 @@ export class Engine<Data, E, R, E2, R2> implements Owner {
       const open = [...this.connections]
       for (const ws of open) ws.startClose(1001, "server shutting down")
       return Effect.forEach(open, (ws) => ws.transportClosed, { concurrency: "unbounded", discard: true }).pipe(
-        Effect.timeout(this.options.closeTimeout),
-        Effect.ignore,
         Effect.zipRight(Effect.suspend(() => {
-          // what is left is cut; handlers still running are interrupted; every connection's
-          // Scope has closed (its finalizers ran) before the server is gone
+          // every transport has closed; the handlers still running are interrupted, and every
+          // connection's Scope has closed (its finalizers ran) before the server is gone
           const left = [...this.connections]
-          for (const ws of left) {
-            ws.destroy()
-            ws.interruptHandler()
-          }
-          return Effect.forEach(left, (ws) => ws.released, { concurrency: "unbounded", discard: true }).pipe(
-            Effect.timeout(this.options.closeTimeout),
-            Effect.ignore
-          )
+          for (const ws of left) ws.interruptHandler()
+          return Effect.forEach(left, (ws) => ws.released, { concurrency: "unbounded", discard: true })
         }))
       )
     })
