@@ -21,7 +21,7 @@ import { CloseTimeouts } from "../src/internal/lifecycle.js"
 import { resolve } from "../src/internal/options.js"
 import type { Limits } from "../src/internal/options.js"
 import type { Message, WebSocket } from "../src/WebSocket.js"
-import { memoryConnection, MemoryTransport } from "./memory.js"
+import { memoryConnection, MemoryTransport, releaseConnection } from "./memory.js"
 import type { Frame } from "./memory.js"
 import { waitUntil, within } from "./utils.js"
 
@@ -30,27 +30,6 @@ const CLOSE = 0x8
 const PING = 0x9
 
 const closeOf = (f: Frame) => ({ code: f.payload.readUInt16BE(0), reason: f.payload.subarray(2).toString("utf8") })
-
-/** A memory transport that also tells who waits for its writes. */
-class WatchedTransport extends MemoryTransport {
-  private waiters: Array<() => void> = []
-  override _write(chunk: Buffer, encoding: string, callback: () => void): void {
-    super._write(chunk, encoding, callback)
-    const ws = this.waiters
-    this.waiters = []
-    for (const w of ws) w()
-  }
-  /** Completes once what was written satisfies `predicate` (at most 2 s, naming `what`). */
-  writtenUntil(predicate: (frames: Array<Frame>) => boolean, what: string): Effect.Effect<void, Error> {
-    return Effect.async<void>((resume) => {
-      const check = () => {
-        if (predicate(this.frames())) resume(Effect.void)
-        else this.waiters.push(check)
-      }
-      check()
-    }).pipe(within("2 seconds", what))
-  }
-}
 
 /** A masked client frame (payload under 126 bytes). */
 const clientFrame = (op: number, payload: Buffer | string = Buffer.alloc(0)): Buffer => {
@@ -87,7 +66,7 @@ const quiet = Runtime.setFiberRef(Runtime.defaultRuntime, FiberRef.currentLogger
 
 interface Conn {
   readonly ws: WsConnection<undefined>
-  readonly transport: WatchedTransport
+  readonly transport: MemoryTransport
   /** Times the connection told its owner that its transport closed. */
   readonly gone: () => number
   /** One transport read. */
@@ -105,7 +84,7 @@ const open = (
 ): Effect.Effect<Conn, never, Scope.Scope> =>
   Effect.acquireRelease(
     Effect.sync(() => {
-      const transport = new WatchedTransport()
+      const transport = new MemoryTransport()
       const options = resolve({ keepaliveInterval: 0, ...limits })
       let gone = 0
       const ws = memoryConnection(transport, options, {
@@ -120,13 +99,7 @@ const open = (
         read: (...frames: Array<Buffer>) => void transport.emit("data", Buffer.concat(frames))
       }
     }),
-    ({ transport, ws }) =>
-      Effect.gen(function*() {
-        transport.destroy()
-        yield* ws.transportClosed
-        ws.interruptHandler()
-        yield* ws.released
-      }).pipe(within("5 seconds", "the connection released"), Effect.orDie)
+    releaseConnection
   )
 
 /** Transport callbacks queued now (`process.nextTick`, an uncork) have run. */

@@ -4,11 +4,13 @@
  * such a transport with a real protocol core.
  */
 import { Connection } from "@effect-websocket/protocol/Connection"
+import { Effect } from "effect"
 import { Duplex } from "node:stream"
 import { WsConnection } from "../src/internal/connection.js"
 import type { Owner } from "../src/internal/connection.js"
 import { CloseTimeouts } from "../src/internal/lifecycle.js"
 import type { Resolved } from "../src/internal/options.js"
+import { within } from "./utils.js"
 
 export interface Frame {
   readonly op: number
@@ -40,14 +42,28 @@ export const parseFrames = (bytes: Buffer): Array<Frame> => {
 /** A transport that takes every write at once and keeps the bytes; it reads only what is emitted. */
 export class MemoryTransport extends Duplex {
   chunks: Array<Buffer> = []
+  private waiters: Array<() => void> = []
   override _read(): void {}
   override _write(chunk: Buffer, _encoding: string, callback: () => void): void {
     this.chunks.push(Buffer.from(chunk))
     callback()
+    const waiting = this.waiters
+    this.waiters = []
+    for (const w of waiting) w()
   }
   /** The frames written so far. */
   frames(): Array<Frame> {
     return parseFrames(Buffer.concat(this.chunks))
+  }
+  /** Completes once what was written satisfies `predicate` (at most 2 s, naming `what`). */
+  writtenUntil(predicate: (frames: Array<Frame>) => boolean, what: string): Effect.Effect<void, Error> {
+    return Effect.async<void>((resume) => {
+      const check = () => {
+        if (predicate(this.frames())) resume(Effect.void)
+        else this.waiters.push(check)
+      }
+      check()
+    }).pipe(within("2 seconds", what))
   }
 }
 
@@ -76,3 +92,17 @@ export const memoryConnection = (
       released: owner.released ?? (() => {})
     }
   }, rest)
+
+/**
+ * Ends a memory connection at the end of a test's Scope: its transport destroyed, its handler
+ * interrupted, then waits until the connection was released (5 s at most).
+ */
+export const releaseConnection = <Data>(
+  { transport, ws }: { readonly transport: Duplex; readonly ws: WsConnection<Data> }
+): Effect.Effect<void> =>
+  Effect.gen(function*() {
+    transport.destroy()
+    yield* ws.transportClosed
+    ws.interruptHandler()
+    yield* ws.released
+  }).pipe(within("5 seconds", "the connection released"), Effect.orDie)

@@ -149,13 +149,6 @@ export class Lifecycle {
     return Effect.ignore(this.awaitEnd())
   }
 
-  /** Calls `f` once the transport has closed (at once if it has). */
-  onTransportGone(f: () => void): void {
-    if (this.ended !== undefined) f()
-    else if (this.endWaiters === undefined) this.endWaiters = [() => f()]
-    else this.endWaiters.push(() => f())
-  }
-
   // ------------------------------------------------------------------ ping
 
   onPong(): void {
