@@ -25,6 +25,7 @@ import {
   recorder,
   recordSocket,
   upgradeRequest,
+  uncaughtErrors,
   waitUntil,
   within
 } from "./utils.js"
@@ -57,17 +58,6 @@ const instrumented = (options: Options = {}, handler: (ws: Ws<unknown>) => Effec
     const drained = pollUntil(server.connections, (n) => n === 0, 5_000)
     return { server, stats, exits, drained }
   })
-
-/** Records the process's uncaught exceptions while the scope is open (an unhandled socket 'error' lands here). */
-const uncaughtErrors = Effect.acquireRelease(
-  Effect.sync(() => {
-    const errors: Array<unknown> = []
-    const listener = (e: unknown) => void errors.push(e)
-    process.on("uncaughtException", listener)
-    return { errors, listener }
-  }),
-  ({ listener }) => Effect.sync(() => void process.removeListener("uncaughtException", listener))
-).pipe(Effect.map(({ errors }) => errors))
 
 const tcpHandles = () => process.getActiveResourcesInfo().filter((r) => r === "TCPSocketWrap").length
 

@@ -413,3 +413,14 @@ export const listenHttp = <S extends http.Server>(server: S): Effect.Effect<numb
         server.close(() => resume(Effect.void))
       })
   )
+
+/** Records the process's uncaught exceptions while the scope is open (an unhandled socket 'error' lands here). */
+export const uncaughtErrors: Effect.Effect<Array<unknown>, never, Scope.Scope> = Effect.acquireRelease(
+  Effect.sync(() => {
+    const errors: Array<unknown> = []
+    const listener = (e: unknown) => void errors.push(e)
+    process.on("uncaughtException", listener)
+    return { errors, listener }
+  }),
+  ({ listener }) => Effect.sync(() => void process.removeListener("uncaughtException", listener))
+).pipe(Effect.map(({ errors }) => errors))
