@@ -203,6 +203,14 @@ const queueState = (t: CloseTimeouts) => {
   return { length: p.queue.length, head: p.head }
 }
 
+/** A `CloseTimeouts` of `timeout` ms on a clock set to `now`, with the fibers it forks and the deadlines that fired. */
+const closeTimeoutsAt = (now: number, timeout: number) =>
+  Effect.gen(function*() {
+    const clock = yield* setClock(now)
+    const { fibers, fork } = yield* forks
+    return { clock, fibers, fork, fired: [] as Array<string>, t: new CloseTimeouts(timeout) }
+  })
+
 describe("CloseTimeouts on a set clock", () => {
   it.live("a deadline fires when the clock reaches it exactly", () =>
     Effect.gen(function*() {
@@ -215,10 +223,7 @@ describe("CloseTimeouts on a set clock", () => {
 
   it.live("the fiber sleeps until the first deadline, not longer", () =>
     Effect.gen(function*() {
-      const clock = yield* setClock(999_980)
-      const { fork } = yield* forks
-      const fired: Array<string> = []
-      const t = new CloseTimeouts(20)
+      const { clock, fork, fired, t } = yield* closeTimeoutsAt(999_980, 20)
       t.arm(stub(fired, "z", () => clock.set(1_000_020)), fork) // due at 1_000_000
       clock.set(1_000_000)
       t.arm(stub(fired, "a"), fork) // due at 1_000_020: the fiber sleeps 20 ms for it
@@ -228,10 +233,7 @@ describe("CloseTimeouts on a set clock", () => {
 
   it.live("a fired deadline is no longer armed: disarming the last one left wakes the fiber, which ends", () =>
     Effect.gen(function*() {
-      const clock = yield* setClock(0)
-      const { fibers, fork } = yield* forks
-      const fired: Array<string> = []
-      const t = new CloseTimeouts(1_000_000)
+      const { clock, fibers, fork, fired, t } = yield* closeTimeoutsAt(0, 1_000_000)
       t.arm(stub(fired, "a"), fork) // due at 1_000_000
       clock.set(500_000)
       const b = t.arm(stub(fired, "b"), fork) // due at 1_500_000
@@ -244,10 +246,7 @@ describe("CloseTimeouts on a set clock", () => {
 
   it.live("an interrupted sleep leaves no timer behind to disturb the next fiber", () =>
     Effect.gen(function*() {
-      const clock = yield* setClock(0)
-      const { fibers, fork } = yield* forks
-      const fired: Array<string> = []
-      const t = new CloseTimeouts(1_000_000)
+      const { clock, fibers, fork, fired, t } = yield* closeTimeoutsAt(0, 1_000_000)
       t.arm(stub(fired, "a"), fork) // due at 1_000_000
       clock.set(1_000_000 - 20) // the first fiber sleeps 20 ms
       yield* Fiber.status(fibers[0]!).pipe(
@@ -271,10 +270,7 @@ describe("CloseTimeouts on a set clock", () => {
    */
   const compaction = (due: number, pending: number) =>
     Effect.gen(function*() {
-      const clock = yield* setClock(0)
-      const { fork } = yield* forks
-      const fired: Array<string> = []
-      const t = new CloseTimeouts(1_000)
+      const { clock, fork, fired, t } = yield* closeTimeoutsAt(0, 1_000)
       for (let i = 0; i < due; i++) t.arm(stub(fired, "due"), fork) // due at 1_000
       clock.set(1)
       for (let i = 0; i < pending; i++) t.arm(stub(fired, "pending"), fork) // due at 1_001
