@@ -8,7 +8,7 @@
  *   pnpm bench --servers ws,bun --scenarios small,latency --runs 1 --threads 1
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process"
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { appendFileSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { createRequire } from "node:module"
 import * as net from "node:net"
 import { cpus, tmpdir } from "node:os"
@@ -286,8 +286,14 @@ const startServer = async (spec: ServerSpec, sc: Scenario): Promise<RunningServe
       }
     }
   }
-  proc.stdout!.setEncoding("utf8").on("data", onLine)
-  proc.stderr!.setEncoding("utf8").on("data", onLine)
+  // BENCH_SERVER_LOG: every server's output appended to a file (what V8 prints for --trace-gc)
+  const log = process.env.BENCH_SERVER_LOG
+  const onData = log === undefined ? onLine : (text: string) => {
+    appendFileSync(log, text)
+    onLine(text)
+  }
+  proc.stdout!.setEncoding("utf8").on("data", onData)
+  proc.stderr!.setEncoding("utf8").on("data", onData)
   try {
     await withTimeout(
       new Promise<void>((resolve, reject) => {

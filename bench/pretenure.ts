@@ -1,0 +1,101 @@
+/**
+ * Why the Stream form's cost at 16 KiB varies from run to run: V8's allocation-site pretenuring
+ * meeting per-read ArrayBuffers. Each probe process hands 16 KiB buffers (one per "read", as a
+ * socket's reads bring them) to a consumer that runs later, then drops them; nothing keeps them.
+ * Every young ArrayBuffer counts towards V8's external-memory limit for the young generation, so
+ * scavenges come from that limit. When a scavenge finds almost every object of an allocation site
+ * alive (two scavenges back to back do), V8 starts allocating that site's objects in the old
+ * generation. A short-lived holder allocated there keeps the young buffers it points to alive
+ * through every scavenge until the next mark-compact; they are promoted, and the old generation's
+ * external memory then forces a mark-compact every few dozen MiB. The run stays in that mode.
+ *
+ *   pnpm bench:pretenure [--runs 6] [--messages 150000]
+ *
+ * The probe (a child process per run, one at a time) consumes the buffers with
+ * `Stream.runForEachChunk` over a channel that pulls batches, as `ws.messages` does. It runs with
+ * V8's defaults and with `--no-allocation-site-pretenuring`; the table gives, per run, the
+ * mark-compacts (`--trace-gc`) and the CPU per message. (A probe that hands the batches to
+ * setImmediate callbacks without Effect switched modes too, with either setting: Node's immediate
+ * queue links each entry to the next, which can keep a promoted entry's successors alive.)
+ */
+import { Channel, Chunk, Effect, Stream } from "effect"
+import { spawnSync } from "node:child_process"
+import { fileURLToPath } from "node:url"
+import { flag, median } from "./src/cli.js"
+
+const probe = process.argv[2] === "--probe"
+
+const runProbe = async (count: number): Promise<void> => {
+  let read = 0
+  let handled = 0
+  let items: Array<Buffer> = []
+  let waiter: ((e: Effect.Effect<unknown>) => void) | undefined
+  const reader = (): void => {
+    if (read < count) {
+      read++
+      items.push(Buffer.allocUnsafeSlow(16384))
+    }
+    const w = waiter
+    if (w !== undefined) {
+      waiter = undefined
+      w(pull)
+    }
+    if (read < count) setImmediate(reader)
+  }
+  const wait = Effect.async<unknown>((resume) => {
+    waiter = resume
+  })
+  const pull: Effect.Effect<unknown> = Effect.suspend(() => {
+    if (items.length > 0) {
+      const batch = items
+      items = []
+      return Effect.succeed(Chunk.unsafeFromArray(batch))
+    }
+    return read >= count ? Effect.succeed(null) : wait
+  })
+  const loop: Channel.Channel<Chunk.Chunk<Buffer>, unknown, never, unknown, void, unknown> = Channel.flatMap(
+    Channel.fromEffect(pull),
+    (r) => r === null ? Channel.void : Channel.flatMap(Channel.write(r as Chunk.Chunk<Buffer>), () => loop)
+  )
+  const started = process.cpuUsage()
+  setImmediate(reader)
+  await Effect.runPromise(Stream.runForEachChunk(Stream.fromChannel(loop), (c) =>
+    Effect.sync(() => {
+      handled += c.length
+    })))
+  const cpu = process.cpuUsage(started)
+  process.stderr.write(`RESULT ${handled} ${(cpu.user + cpu.system) / handled}\n`)
+}
+
+const main = (): void => {
+  const runs = Number(flag("runs", "6"))
+  const messages = flag("messages", "150000")
+  const self = fileURLToPath(import.meta.url)
+  console.log(`${runs} runs per setting, ${messages} messages of 16 KiB each\n`)
+  console.log("| V8 flags | mark-compacts per run | CPU µs/msg per run | median µs/msg |")
+  console.log("|---|---|---|---|")
+  for (const flags of [[], ["--no-allocation-site-pretenuring"]]) {
+    const compacts: Array<number> = []
+    const costs: Array<number> = []
+    for (let i = 0; i < runs; i++) {
+      // --trace-gc prints on stdout, the probe's result goes to stderr
+      const child = spawnSync(
+        process.execPath,
+        [...flags, "--trace-gc", "--import", "tsx", self, "--probe", "--messages", messages],
+        { encoding: "utf8", maxBuffer: 64 << 20 }
+      )
+      const result = /RESULT \d+ ([\d.]+)/.exec(child.stderr)
+      if (child.status !== 0 || result === null) throw new Error(`probe failed: ${child.stderr}`)
+      compacts.push(child.stdout.split("\n").filter((l) => l.includes("Mark-Compact")).length)
+      costs.push(Number(result[1]))
+    }
+    console.log(
+      `| ${flags.join(" ") || "(defaults)"} | ${compacts.join(", ")} | ${
+        costs.map((c) => c.toFixed(1)).join(", ")
+      } | ${median(costs).toFixed(1)} |`
+    )
+  }
+}
+
+if (probe) await runProbe(Number(flag("messages", "150000")))
+else main()
