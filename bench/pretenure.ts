@@ -21,14 +21,23 @@
 import { Channel, Chunk, Effect, Stream } from "effect"
 import { spawnSync } from "node:child_process"
 import { fileURLToPath } from "node:url"
+import { freshArray, messageChunk, youngChunks } from "../packages/server/src/internal/chunk.js"
 import { flag, median } from "./src/cli.js"
 
 const probe = process.argv[2] === "--probe"
+/** `effect`: a literal array and Effect's `Chunk.unsafeFromArray`; `young`: the server's `freshArray` and `messageChunk`. */
+const holders = flag("holders", "effect")
+const newArray = <A>(): Array<A> => holders === "young" ? freshArray<A>() : []
+const toChunk = <A>(array: Array<A>): Chunk.Chunk<A> => holders === "young" ? messageChunk(array) : Chunk.unsafeFromArray(array)
 
 const runProbe = async (count: number): Promise<void> => {
+  // the server's chunks must be this Effect's (one module instance) and the constructed kind
+  if (holders === "young" && (!youngChunks || Object.getPrototypeOf(toChunk([1, 2])) !== Object.getPrototypeOf(Chunk.empty()))) {
+    throw new Error("the server's chunk.ts loaded another copy of effect")
+  }
   let read = 0
   let handled = 0
-  let items: Array<Buffer> = []
+  let items: Array<Buffer> = newArray()
   let waiter: ((e: Effect.Effect<unknown>) => void) | undefined
   const reader = (): void => {
     if (read < count) {
@@ -48,8 +57,8 @@ const runProbe = async (count: number): Promise<void> => {
   const pull: Effect.Effect<unknown> = Effect.suspend(() => {
     if (items.length > 0) {
       const batch = items
-      items = []
-      return Effect.succeed(Chunk.unsafeFromArray(batch))
+      items = newArray()
+      return Effect.succeed(toChunk(batch))
     }
     return read >= count ? Effect.succeed(null) : wait
   })
@@ -72,16 +81,21 @@ const main = (): void => {
   const messages = flag("messages", "150000")
   const self = fileURLToPath(import.meta.url)
   console.log(`${runs} runs per setting, ${messages} messages of 16 KiB each\n`)
-  console.log("| V8 flags | mark-compacts per run | CPU µs/msg per run | median µs/msg |")
+  console.log("| V8 flags, holders | mark-compacts per run | CPU µs/msg per run | median µs/msg |")
   console.log("|---|---|---|---|")
-  for (const flags of [[], ["--no-allocation-site-pretenuring"]]) {
+  const settings = [
+    { label: "(defaults)", flags: [], holders: "effect" },
+    { label: "`--no-allocation-site-pretenuring`", flags: ["--no-allocation-site-pretenuring"], holders: "effect" },
+    { label: "(defaults), the server's holders", flags: [], holders: "young" }
+  ]
+  for (const { flags, holders: kind, label } of settings) {
     const compacts: Array<number> = []
     const costs: Array<number> = []
     for (let i = 0; i < runs; i++) {
       // --trace-gc prints on stdout, the probe's result goes to stderr
       const child = spawnSync(
         process.execPath,
-        [...flags, "--trace-gc", "--import", "tsx", self, "--probe", "--messages", messages],
+        [...flags, "--trace-gc", "--import", "tsx", self, "--probe", "--messages", messages, "--holders", kind],
         { encoding: "utf8", maxBuffer: 64 << 20 }
       )
       const result = /RESULT \d+ ([\d.]+)/.exec(child.stderr)
@@ -90,7 +104,7 @@ const main = (): void => {
       costs.push(Number(result[1]))
     }
     console.log(
-      `| ${flags.join(" ") || "(defaults)"} | ${compacts.join(", ")} | ${
+      `| ${label} | ${compacts.join(", ")} | ${
         costs.map((c) => c.toFixed(1)).join(", ")
       } | ${median(costs).toFixed(1)} |`
     )

@@ -93,6 +93,13 @@ const DEFAULT_MAX_MESSAGE = 1024 * 1024
 const DEFAULT_MAX_FRAGMENTS = 65_536
 /** A Close frame holds 125 bytes: 2 for the code, 123 for the reason. */
 const MAX_CLOSE_REASON = 123
+/**
+ * Copied for each batch of events: `slice()` makes an array without an allocation site, so V8
+ * cannot decide to allocate it in the old generation, where an array that dies young would keep
+ * the message buffers it held alive through every scavenge until the next mark-compact (see
+ * "V8's pretenuring" in bench/README.md). A literal `[]` can be so pretenured.
+ */
+const NO_EVENTS: ReadonlyArray<never> = []
 
 /**
  * One output slab shared by every connection of the process (like Node's Buffer pool):
@@ -142,7 +149,7 @@ export class Connection implements FrameSink {
   private _closeSent: { readonly code: number; readonly reason: string } | undefined = undefined
   private _closeTransport = false
   private _eofReceived = false
-  private events: Array<ConnectionEvent> = []
+  private events: Array<ConnectionEvent> = NO_EVENTS.slice()
 
   // current frame
   private frameOpcode = 0
@@ -285,7 +292,7 @@ export class Connection implements FrameSink {
   eventsReceived(): Array<ConnectionEvent> {
     const events = this.events
     if (events.length === 0) return events
-    this.events = []
+    this.events = NO_EVENTS.slice()
     return events
   }
 

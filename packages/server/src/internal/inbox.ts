@@ -3,6 +3,7 @@ import { Cause, Channel, Chunk, Effect, FiberId, Option, Runtime, Stream } from 
 import type { Context, Fiber } from "effect"
 import { InternalError } from "../Errors.js"
 import * as Metrics from "../Metrics.js"
+import { freshArray, messageChunk } from "./chunk.js"
 import type { Message } from "../WebSocket.js"
 
 /** Marks the end of the inbox: the peer's Close, a failure, or the end of the transport. */
@@ -44,7 +45,8 @@ export interface InboxHost {
  * `run` Effects), and resumes at half of it.
  */
 export class Inbox {
-  private items: Array<Item> = []
+  /** Arrays made by `freshArray`, never by a literal: see `chunk.ts`. */
+  private items: Array<Item> = freshArray()
   private head = 0
   /** Bytes queued for the Stream, plus those of `run` Effects still running. */
   private load = 0
@@ -164,7 +166,7 @@ export class Inbox {
       }
       const batch = (start === 0 && end === items.length ? items : items.slice(start, end)) as Array<Message>
       if (end === items.length) {
-        this.items = []
+        this.items = freshArray()
         this.head = 0
       } else {
         this.head = end
@@ -172,7 +174,7 @@ export class Inbox {
       this.load -= bytes
       this.batchOut = true
       this.flow()
-      return Effect.succeed(Chunk.unsafeFromArray(batch))
+      return Effect.succeed(messageChunk(batch))
     }
     return this.wait ??= Effect.async<Pulled, ProtocolError>((resume) => {
       this.waiter = resume
