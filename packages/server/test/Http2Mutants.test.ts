@@ -222,39 +222,46 @@ describe("streams during shutdown", () => {
 })
 
 describe("the standalone server's idle sessions (handshakeTimeout)", () => {
-  it.scopedLive("a session with a WebSocket open is not closed, even after another of its WebSockets closed", () =>
+  /**
+   * A busy session (`use` opens its WebSockets and gives back one left open), then an idle one:
+   * the idle session gets its GOAWAY after `handshakeTimeout`, the busy one none, and its open
+   * WebSocket still echoes. The idle session is opened last, so its timer fires after any the
+   * busy one armed.
+   */
+  const busyKept = (use: (busy: http2.ClientHttp2Session, port: number) => Effect.Effect<H2WebSocket, unknown, Scope.Scope>) =>
     Effect.gen(function*() {
       const server = yield* WebSocketServer.make({ handler: echo, tls: { key, cert }, http2: true, handshakeTimeout: 300 })
       const port = server.address.port
       const busy = yield* h2Session(port, cert)
       const busyGoaway = watchGoaway(busy)
-      const a = yield* h2Open(busy, connectHeaders(port))
-      const b = yield* h2Open(busy, connectHeaders(port))
-      assert.strictEqual(yield* roundTrip(a, "a"), "a")
-      // a's closing handshake: the server ends its stream
-      a.send(CLOSE, Buffer.from([0x03, 0xe8]))
-      yield* a.closed.pipe(within("5 seconds", "a's stream to close"))
-      // a session opened after all that: its idle timer fires after any the busy one armed
+      const open = yield* use(busy, port)
       const idle = yield* h2Session(port, cert)
       yield* goawayOf(idle).pipe(within("5 seconds", "the idle session's GOAWAY"))
       assert.isFalse(busyGoaway.goaway, "the busy session got a GOAWAY")
-      assert.strictEqual(yield* roundTrip(b, "b"), "b")
-    }))
+      assert.strictEqual(yield* roundTrip(open, "after"), "after")
+    })
+
+  it.scopedLive("a session with a WebSocket open is not closed, even after another of its WebSockets closed", () =>
+    busyKept((busy, port) =>
+      Effect.gen(function*() {
+        const a = yield* h2Open(busy, connectHeaders(port))
+        const b = yield* h2Open(busy, connectHeaders(port))
+        assert.strictEqual(yield* roundTrip(a, "a"), "a")
+        // a's closing handshake: the server ends its stream
+        a.send(CLOSE, Buffer.from([0x03, 0xe8]))
+        yield* a.closed.pipe(within("5 seconds", "a's stream to close"))
+        return b
+      })
+    ))
 
   it.scopedLive("a session whose only WebSocket is open is not closed", () =>
-    Effect.gen(function*() {
-      const server = yield* WebSocketServer.make({ handler: echo, tls: { key, cert }, http2: true, handshakeTimeout: 300 })
-      const port = server.address.port
-      const busy = yield* h2Session(port, cert)
-      const busyGoaway = watchGoaway(busy)
-      const ws = yield* h2Open(busy, connectHeaders(port))
-      assert.strictEqual(yield* roundTrip(ws, "one"), "one")
-      // a session opened after that: its idle timer fires after any the busy one armed
-      const idle = yield* h2Session(port, cert)
-      yield* goawayOf(idle).pipe(within("5 seconds", "the idle session's GOAWAY"))
-      assert.isFalse(busyGoaway.goaway, "the busy session got a GOAWAY")
-      assert.strictEqual(yield* roundTrip(ws, "two"), "two")
-    }))
+    busyKept((busy, port) =>
+      Effect.gen(function*() {
+        const ws = yield* h2Open(busy, connectHeaders(port))
+        assert.strictEqual(yield* roundTrip(ws, "one"), "one")
+        return ws
+      })
+    ))
 
   it.scopedLive("a session whose last WebSocket closed is closed after handshakeTimeout", () =>
     Effect.gen(function*() {
