@@ -74,6 +74,11 @@ describe("messageChunk", () => {
     assert.isFalse(sameAsEffect(withFields((array) => ({ _tag: "IArray", array }))))
     // a field Effect does not have
     assert.isFalse(sameAsEffect(withFields((array) => array.length === 1 ? { _tag: "ISingleton", a: array[0], n: 1 } : { _tag: "IArray", array, n: 1 })))
+    // what Equal.equals and the elements cannot tell: a field Effect's chunk does not have, another depth, a copy of the array
+    const effects = (array: ReadonlyArray<unknown>) => array.length === 1 ? { _tag: "ISingleton", a: array[0] } : { _tag: "IArray", array }
+    assert.isFalse(sameAsEffect(<A>(array: ReadonlyArray<A>) => Object.assign(withFields(effects)(array), { extra: 1 })))
+    assert.isFalse(sameAsEffect(<A>(array: ReadonlyArray<A>) => Object.assign(withFields(effects)(array), { depth: 1 })))
+    assert.isFalse(sameAsEffect(withFields((array) => array.length === 1 ? { _tag: "ISingleton", a: array[0] } : { _tag: "IArray", array: array.slice() })))
     // another prototype
     assert.isFalse(sameAsEffect(<A>(array: ReadonlyArray<A>) => Object.assign(Object.create(null), Chunk.unsafeFromArray(array))))
   })
