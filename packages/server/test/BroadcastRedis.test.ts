@@ -200,21 +200,34 @@ describe("Broadcast.layerRedis: the local queue while Redis is away (\"stream\")
         url: redis.url,
         mode: "stream" as const,
         queueSize: 5,
-        commandTimeout: "300 millis" as const,
+        // long enough that a loaded machine does not time out the acknowledged "before" (which
+        // would keep it queued and count one more drop), short enough to see the link go down
+        commandTimeout: "1 second" as const,
         healthInterval: "100 millis" as const
       }
       const sender = yield* redisTopics(options)
       const receiver = yield* redisTopics(options)
       const events: Array<Broadcast.BackendEvent> = []
+      const senderEvents: Array<Broadcast.BackendEvent> = []
       yield* Effect.forkScoped(Stream.runForEach(receiver.events, (e) => Effect.sync(() => events.push(e))))
+      yield* Effect.forkScoped(Stream.runForEach(sender.events, (e) => Effect.sync(() => senderEvents.push(e))))
       const server = yield* serve(receiver)
       const client = yield* connect(`${server.url}/q`)
       yield* Effect.sleep(300)
       yield* sender.publish("q", "before")
       yield* recorder(client).waitMessages(1)
+      // the queue is empty once the sender has its acknowledgement; only then is Redis stopped
+      const acked = yield* pollUntil(Metric.value(BroadcastRedis.metrics.queued), (g) => g.value === 0, 5_000)
+      assert.strictEqual(acked.value, 0, "the sender's queue should empty once \"before\" is acknowledged")
       const dropped0 = (yield* Metric.value(BroadcastRedis.metrics.queueDropped)).count
       yield* redis.freeze
-      yield* Effect.sleep(800) // past the command timeout: the link is down
+      // the link is down when the sender says so (its health check outlived the command timeout)
+      const down = yield* pollUntil(
+        Effect.sync(() => senderEvents.some((e) => e._tag === "Disconnected")),
+        (d) => d,
+        10_000
+      )
+      assert.isTrue(down, "the sender should report Disconnected within 10 s of Redis stopping")
       for (let i = 0; i < 20; i++) yield* sender.publish("q", `m${i}`)
       assert.strictEqual((yield* Metric.value(BroadcastRedis.metrics.queued)).value, 5)
       assert.strictEqual((yield* Metric.value(BroadcastRedis.metrics.queueDropped)).count - dropped0, 15)
