@@ -5,7 +5,7 @@
  * stubs: the wire-level behaviour is in Lifecycle.test.ts.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Fiber } from "effect"
+import { Effect, Exit, Fiber, Scheduler } from "effect"
 import { CloseTimeouts } from "../src/internal/lifecycle.js"
 import type { Lifecycle } from "../src/internal/lifecycle.js"
 
@@ -115,6 +115,39 @@ describe("CloseTimeouts", () => {
       assert.strictEqual(fibers.length, 2, "the woken fiber was still running: no new one")
       yield* waitFor("c to fire", () => fired.length === 1)
       assert.deepStrictEqual(fired.map((f) => f.name), ["c"])
+    }))
+
+  it.live("a deadline armed after the queue emptied but before the fiber's exit still fires", () =>
+    Effect.gen(function*() {
+      const fired: Array<{ name: string; at: number }> = []
+      const timeouts = new CloseTimeouts(20)
+      // A scheduler that makes the fiber yield once `inGap` is set and runs `inGap` before the
+      // fiber resumes: set when a's deadline fires, it runs right after the step that emptied
+      // the queue, before the fiber's exit is handled
+      let inGap: (() => void) | undefined
+      const scheduler: Scheduler.Scheduler = {
+        shouldYield: () => inGap === undefined ? false : 0,
+        scheduleTask: (task) => {
+          const hook = inGap
+          inGap = undefined
+          setTimeout(() => {
+            hook?.()
+            task()
+          }, 0)
+        }
+      }
+      const fibers: Array<Fiber.RuntimeFiber<void>> = []
+      const fork = (effect: Effect.Effect<void>) => fibers.push(Effect.runFork(effect, { scheduler }))
+      const a = {
+        timerFired: () => {
+          fired.push({ name: "a", at: Date.now() })
+          inGap = () => timeouts.arm(stub(fired, "b"), fork)
+        }
+      } as unknown as Lifecycle
+      timeouts.arm(a, fork)
+      yield* waitFor("b to fire", () => fired.length === 2)
+      assert.deepStrictEqual(fired.map((f) => f.name), ["a", "b"])
+      assert.strictEqual(fibers.length, 2, "b was armed when the first fiber had let go of the queue: a second fiber")
     }))
 
   it.live("a fiber that was interrupted (its runtime shut down) is replaced by the next arm", () =>

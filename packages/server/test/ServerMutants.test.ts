@@ -9,15 +9,19 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect, Exit, Fiber, Logger, Schedule, Scope, Stream } from "effect"
+import * as http from "node:http"
 import * as net from "node:net"
 import * as tls from "node:tls"
-import { UpgradeRejected } from "../src/Errors.js"
-import { Engine, listen } from "../src/internal/server.js"
+import { ServerError, UpgradeRejected } from "../src/Errors.js"
+import * as HttpUpgrade from "../src/HttpUpgrade.js"
+import { bind, Engine, listen } from "../src/internal/server.js"
 import type { WebSocket as Ws } from "../src/WebSocket.js"
 import * as WebSocketServer from "../src/WebSocketServer.js"
 import {
   closeCodeIn,
+  connect,
   headEnd,
+  listenHttp,
   makeCertificate,
   parseServerFrames,
   rawConnect,
@@ -249,6 +253,29 @@ describe("Engine: shutdown", () => {
       yield* Fiber.join(closing).pipe(within("5 seconds", "the shutdown"))
     }))
 
+  it.scopedLive("a handler that outlives its connection's closing handshake is interrupted by shutdown, not by its close timeout", () =>
+    Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      const started = yield* Deferred.make<void>()
+      const finalized = yield* Deferred.make<void>()
+      const server = yield* WebSocketServer.make({
+        // ignores its messages and the close: only an interruption ends it
+        handler: () =>
+          Effect.zipRight(Deferred.succeed(started, undefined), Effect.never).pipe(
+            Effect.onInterrupt(() => Deferred.succeed(finalized, undefined))
+          ),
+        closeTimeout: 60_000
+      }).pipe(Scope.extend(scope))
+      const client = yield* connect(`ws://127.0.0.1:${server.address.port}/`)
+      yield* Deferred.await(started).pipe(within("3 seconds", "the handler started"))
+      // the client answers the 1001 at once, so the transport closes; the handler still runs
+      // (the close runs uninterruptibly: a daemon, so that a failure here does not wait it out)
+      const closing = yield* Effect.forkDaemon(Scope.close(scope, Exit.void))
+      yield* Fiber.join(closing).pipe(within("10 seconds", "the shutdown (the close timeout is 60 s)"))
+      assert.isTrue(yield* Deferred.isDone(finalized))
+      assert.strictEqual(client.readyState, client.CLOSED)
+    }))
+
   it.scopedLive("a TLS handshake that completes after shutdown: the socket is destroyed unanswered", () =>
     Effect.gen(function*() {
       const servers = yield* capturedServers
@@ -266,5 +293,97 @@ describe("Engine: shutdown", () => {
       yield* raw.closed.pipe(within("5 seconds", "the server destroyed the socket"))
       tcp.destroy()
       assert.strictEqual(raw.received().toString("latin1"), "")
+    }))
+})
+
+describe("Engine: a refusal to a peer that resets", () => {
+  // node:http takes its own 'error' listener off a socket it hands to 'upgrade': when `attach`
+  // answers a path it does not serve, the refusal's listener is the only one left
+  it.scopedLive("attach's 404 written to a peer that reset: the write error is absorbed, the server goes on", () =>
+    Effect.gen(function*() {
+      const errors = yield* uncaughtErrors
+      const server = http.createServer()
+      const sockets: Array<net.Socket> = []
+      server.on("connection", (socket: net.Socket) => void sockets.push(socket))
+      const port = yield* listenHttp(server)
+      yield* HttpUpgrade.attach(server, { path: "/ws", handler: echo })
+      for (let i = 0; i < 3; i++) {
+        const raw = yield* rawSocket(port)
+        // the request, and a reset right behind it: the server reads both, and its 404 is
+        // written to a connection that is gone (write ECONNRESET)
+        raw.socket.write(upgradeRequest({}, "GET /elsewhere HTTP/1.1"))
+        raw.socket.resetAndDestroy()
+        yield* waitUntil(() => sockets.length === i + 1, `connection ${i + 1} reached the server`, "3 seconds")
+        const socket = sockets[i]!
+        yield* waitUntil(() => socket.destroyed, `the refused socket ${i + 1} destroyed by its write error`, "3 seconds")
+      }
+      assert.deepStrictEqual(errors, [])
+      const res = yield* within("5 seconds", "a 404 after the resets")(
+        rawExchange(port, upgradeRequest({}, "GET /elsewhere HTTP/1.1"))
+      )
+      assert.match(res, /^HTTP\/1\.1 404 /)
+    }))
+})
+
+describe("bind", () => {
+  /** A real server whose `listen` options are recorded. */
+  const recordedServer = () => {
+    const server = net.createServer()
+    const seen: Array<net.ListenOptions> = []
+    const original = server.listen.bind(server) as (...args: Array<unknown>) => net.Server
+    server.listen = ((...args: Array<unknown>) => {
+      seen.push(args[0] as net.ListenOptions)
+      return original(...args)
+    }) as typeof server.listen
+    return { server, seen }
+  }
+  const closeServer = (server: net.Server) =>
+    Effect.async<void>((resume) => void server.close(() => resume(Effect.void)))
+  const freePort = Effect.gen(function*() {
+    const probe = net.createServer()
+    yield* bind(probe, {})
+    const port = (probe.address() as net.AddressInfo).port
+    yield* closeServer(probe)
+    return port
+  })
+
+  it.scopedLive("defaults: 127.0.0.1, a free port, a backlog of 511; given ones are passed on", () =>
+    Effect.gen(function*() {
+      const a = recordedServer()
+      yield* Effect.acquireRelease(bind(a.server, {}), () => closeServer(a.server))
+      assert.deepStrictEqual(a.seen, [{ port: 0, host: "127.0.0.1", backlog: 511 }])
+      const address = a.server.address() as net.AddressInfo
+      assert.strictEqual(address.address, "127.0.0.1")
+      assert.isAbove(address.port, 0)
+
+      const port = yield* freePort
+      const b = recordedServer()
+      yield* Effect.acquireRelease(bind(b.server, { port, backlog: 7 }), () => closeServer(b.server))
+      assert.deepStrictEqual(b.seen, [{ port, host: "127.0.0.1", backlog: 7 }])
+      assert.strictEqual((b.server.address() as net.AddressInfo).port, port)
+    }))
+
+  it.scopedLive("a port in use: a ServerError with reason Listen, nothing uncaught", () =>
+    Effect.gen(function*() {
+      const errors = yield* uncaughtErrors
+      const taken = net.createServer()
+      yield* Effect.acquireRelease(bind(taken, {}), () => closeServer(taken))
+      const port = (taken.address() as net.AddressInfo).port
+      const result = yield* bind(net.createServer(), { port }).pipe(
+        Effect.flip,
+        within("3 seconds", "bind to fail on a port in use")
+      )
+      assert.instanceOf(result, ServerError)
+      assert.strictEqual(result.reason, "Listen")
+      assert.strictEqual((result.cause as NodeJS.ErrnoException).code, "EADDRINUSE")
+      assert.deepStrictEqual(errors, [])
+    }))
+
+  it.scopedLive("once listening, a later 'error' of the listener is absorbed (no throw, no crash)", () =>
+    Effect.gen(function*() {
+      const server = net.createServer()
+      yield* Effect.acquireRelease(bind(server, {}), () => closeServer(server))
+      assert.strictEqual(server.listenerCount("error"), 1)
+      assert.doesNotThrow(() => server.emit("error", Object.assign(new Error("accept failed"), { code: "EMFILE" })))
     }))
 })
