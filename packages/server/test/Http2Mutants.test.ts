@@ -67,6 +67,43 @@ const appServer = (setup: (server: http2.Http2SecureServer) => void) =>
     (server) => Effect.sync(() => server.close())
   )
 
+/**
+ * A stream that sends its headers with END_STREAM, nothing left open on the client's side; its
+ * response status and body once the server closed it. (With Node 20.20, a stream the client left
+ * open, then closed by the server with END_STREAM and RST_STREAM(NO_ERROR), made the client's
+ * `session.destroy()` spin in native `SendPendingData`: a test failing right after such a stream
+ * hung in its cleanup instead of reporting the failure.)
+ */
+const answerOf = (session: http2.ClientHttp2Session, headers: http2.OutgoingHttpHeaders) =>
+  Effect.async<{ status: number | undefined; body: string }>((resume) => {
+    const stream = session.request(headers, { endStream: true })
+    const chunks: Array<Buffer> = []
+    let status: number | undefined
+    stream.on("error", () => {})
+    stream.once("response", (h) => {
+      status = Number(h[":status"])
+    })
+    stream.on("data", (c: Buffer) => chunks.push(c))
+    stream.once("close", () => resume(Effect.succeed({ status, body: Buffer.concat(chunks).toString() })))
+  })
+
+/** An upgrade hook that holds `/slow` (after `started`) until `release`; other paths pass. */
+const holdSlow = (started: Deferred.Deferred<void>, release: Deferred.Deferred<void>) => (info: { readonly url: string }) =>
+  info.url === "/slow"
+    ? Deferred.succeed(started, undefined).pipe(Effect.zipRight(Deferred.await(release)), Effect.as({ data: undefined }))
+    : Effect.succeed({ data: undefined })
+
+/** Serves every path of `server`; `/big` is refused with 403 and a 1 MiB body. */
+const attachBigRefusal = (server: http2.Http2SecureServer) =>
+  HttpUpgrade.attachHttp2(server, {
+    path: (url) => url.startsWith("/"),
+    handler: echo,
+    onUpgrade: (info) =>
+      info.url === "/big"
+        ? Effect.fail(new UpgradeRejected({ status: 403, body: "x".repeat(1024 * 1024) }))
+        : Effect.succeed({ data: undefined })
+  })
+
 describe("refusals over HTTP/2", () => {
   it.scopedLive("text/plain by default, the hook's headers lowercased over it; a header HTTP/2 forbids leaves the status", () =>
     Effect.gen(function*() {
@@ -103,14 +140,7 @@ describe("refusals over HTTP/2", () => {
     Effect.gen(function*() {
       const errors = yield* uncaughtErrors
       const server = yield* appServer(() => {})
-      yield* HttpUpgrade.attachHttp2(server, {
-        path: (url) => url.startsWith("/"),
-        handler: echo,
-        onUpgrade: (info) =>
-          info.url === "/big"
-            ? Effect.fail(new UpgradeRejected({ status: 403, body: "x".repeat(1024 * 1024) }))
-            : Effect.succeed({ data: undefined })
-      })
+      yield* attachBigRefusal(server)
       const port = (server.address() as net.AddressInfo).port
       const session = yield* h2Session(port, cert)
       const big = yield* h2Open(session, connectHeaders(port, { ":path": "/big" }))
@@ -172,13 +202,7 @@ describe("streams during shutdown", () => {
         http2: true,
         handshakeTimeout: 60_000,
         closeTimeout: 60_000,
-        onUpgrade: (info) =>
-          info.url === "/slow"
-            ? Deferred.succeed(hookStarted, undefined).pipe(
-              Effect.zipRight(Deferred.await(release)),
-              Effect.as({ data: undefined })
-            )
-            : Effect.succeed({ data: undefined })
+        onUpgrade: holdSlow(hookStarted, release)
       }).pipe(Scope.extend(scope))
       const port = server.address.port
       const session = yield* h2Session(port, cert)
@@ -196,10 +220,8 @@ describe("streams during shutdown", () => {
       )
       const close = frames.find((f) => f.opcode === CLOSE)!
       assert.strictEqual(close.payload.readUInt16BE(0), 1001)
-      const late = yield* h2Open(session, connectHeaders(port)).pipe(within("5 seconds", "an answer to a new stream"))
-      assert.strictEqual(late.status, 503)
-      yield* late.closed
-      assert.strictEqual(late.received().toString(), "server is shutting down")
+      const late = yield* answerOf(session, connectHeaders(port)).pipe(within("5 seconds", "an answer to a new stream"))
+      assert.deepStrictEqual(late, { status: 503, body: "server is shutting down" })
       // the hook answers after shutdown began: the stream is refused, not answered
       yield* Deferred.succeed(release, undefined)
       const answer = yield* Fiber.join(slow).pipe(within("5 seconds", "the slow stream to end"))
@@ -419,5 +441,159 @@ describe("the standalone server's other answers", () => {
       assert.match(response, /^HTTP\/1\.1 426 /)
       assert.match(response, /\r\nupgrade: websocket\r\n/i)
       assert.isTrue(response.endsWith("\r\n\r\n1f\r\nthis request cannot be upgraded\r\n0\r\n\r\n"), response)
+    }))
+})
+
+describe("an upgrade hook that answers after its stream was given up (the re-check after the hook)", () => {
+  /**
+   * A standalone server whose hook holds `/slow` until `release`, a short close timeout (a failing
+   * check does not keep the shutdown waiting long on the WebSocket it left open), and the URLs of
+   * the connections whose handler ran.
+   */
+  const slowServer = (scope: Scope.Scope, logs?: Array<string>) =>
+    Effect.gen(function*() {
+      const hookStarted = yield* Deferred.make<void>()
+      const release = yield* Deferred.make<void>()
+      const handled: Array<string> = []
+      const make = WebSocketServer.make({
+        handler: (ws: Ws<unknown>) => Effect.suspend(() => {
+          handled.push(ws.request.url)
+          return echo(ws)
+        }),
+        tls: { key, cert },
+        http2: true,
+        closeTimeout: 500,
+        onUpgrade: holdSlow(hookStarted, release)
+      })
+      const server = yield* (logs === undefined ? make : make.pipe(
+        Effect.provide(Logger.replace(Logger.defaultLogger, Logger.make(({ message }) => void logs.push(String(message))))),
+        Logger.withMinimumLogLevel(LogLevel.All)
+      )).pipe(Scope.extend(scope))
+      return { port: server.address.port, hookStarted, release, handled }
+    })
+
+  it.scopedLive("shutdown begins while the hook runs: a new stream gets 503 with its reason, the hook's stream RST_STREAM(REFUSED_STREAM), no handler runs for it", () =>
+    Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      const { handled, hookStarted, port, release } = yield* slowServer(scope)
+      const session = yield* h2Session(port, cert)
+      // a WebSocket that holds the shutdown open (its closing handshake) while the hook answers
+      const ws = yield* h2Open(session, connectHeaders(port))
+      assert.strictEqual(yield* roundTrip(ws, "held"), "held")
+      const slow = session.request(connectHeaders(port, { ":path": "/slow" }), { endStream: false })
+      slow.on("error", () => {})
+      // on a failure, the client's streams and session go first: nothing is left for the shutdown to wait on
+      yield* Effect.addFinalizer((exit) =>
+        Effect.sync(() => {
+          if (Exit.isSuccess(exit)) return
+          slow.close(http2.constants.NGHTTP2_CANCEL)
+          session.destroy()
+        })
+      )
+      // what ends the wait on the slow stream first: a response (its status) or its close (its code)
+      const slowOutcome = Effect.async<string>((resume) => {
+        slow.once("response", (h) => resume(Effect.succeed(`response ${h[":status"]}`)))
+        slow.once("close", () => resume(Effect.succeed(`closed ${slow.rstCode}`)))
+      })
+      yield* Deferred.await(hookStarted).pipe(within("5 seconds", "the slow hook to start"))
+      // on a failure before the release, the hook is released first: none of it is left waiting
+      yield* Effect.addFinalizer(() => Deferred.succeed(release, undefined))
+      const closing = yield* Effect.fork(Scope.close(scope, Exit.void))
+      const frames = yield* ws.until((fs) => fs.some((f) => f.opcode === CLOSE)).pipe(
+        within("5 seconds", "the server's Close 1001 (shutdown begun)")
+      )
+      const close = frames.find((f) => f.opcode === CLOSE)!
+      assert.strictEqual(close.payload.readUInt16BE(0), 1001)
+      // the hook accepts after shutdown began: its stream is reset, never answered
+      yield* Deferred.succeed(release, undefined)
+      const outcome = yield* slowOutcome.pipe(within("5 seconds", "a response or a reset on the slow stream"))
+      assert.strictEqual(outcome, `closed ${NGHTTP2_REFUSED_STREAM}`)
+      assert.deepStrictEqual(handled, ["/ws"])
+      // a stream that arrives while the shutdown waits is refused before validation, with the shutdown's reason
+      const late = yield* answerOf(session, connectHeaders(port)).pipe(within("5 seconds", "the answer to a new stream"))
+      assert.deepStrictEqual(late, { status: 503, body: "server is shutting down" })
+      ws.send(CLOSE, close.payload.subarray(0, 2))
+      yield* Fiber.join(closing).pipe(within("5 seconds", "the shutdown"))
+      assert.deepStrictEqual(handled, ["/ws"])
+    }))
+
+  it.scopedLive("the client resets the stream while the hook runs: nothing is sent on it, no connection opens, no fiber ends with a defect", () =>
+    Effect.gen(function*() {
+      const logs: Array<string> = []
+      const { handled, hookStarted, port, release } = yield* slowServer(yield* Effect.scope, logs)
+      const session = yield* h2Session(port, cert)
+      const slow = session.request(connectHeaders(port, { ":path": "/slow" }), { endStream: false })
+      slow.on("error", () => {})
+      let slowAnswered = false
+      slow.once("response", () => {
+        slowAnswered = true
+      })
+      yield* Deferred.await(hookStarted).pipe(within("5 seconds", "the slow hook to start"))
+      slow.close(http2.constants.NGHTTP2_CANCEL)
+      // a round trip on the same session: the server has handled the reset before it answers
+      const ws = yield* h2Open(session, connectHeaders(port))
+      assert.strictEqual(yield* roundTrip(ws, "after the reset"), "after the reset")
+      const before = yield* Metric.value(Metrics.connectionsTotal)
+      yield* Deferred.succeed(release, undefined)
+      // the hook's fiber has ended once another handshake after it is through: the hook runs
+      // on its own fiber, so a second stream through the same hook is the barrier
+      const second = yield* Effect.fork(h2Open(session, connectHeaders(port, { ":path": "/slow" })))
+      const opened = yield* Fiber.join(second).pipe(within("5 seconds", "a second /slow stream, released"))
+      assert.strictEqual(opened.status, 200)
+      assert.strictEqual(yield* roundTrip(opened, "second"), "second")
+      assert.strictEqual((yield* Metric.value(Metrics.connectionsTotal)).count - before.count, 1)
+      assert.deepStrictEqual(handled, ["/ws", "/slow"])
+      assert.isFalse(slowAnswered, "the reset stream got a response")
+      assert.deepStrictEqual(logs.filter((m) => m.includes("unhandled") || m.includes("terminated")), [])
+    }))
+})
+
+describe("a refusal's stream when the client's TCP connection is reset", () => {
+  it.scopedLive("a refusal whose body is still being written (the client stopped reading), then a TCP reset: no unhandled 'error'", () =>
+    Effect.gen(function*() {
+      const errors = yield* uncaughtErrors
+      const sessionClosed = yield* Deferred.make<void>()
+      const streams: Array<http2.ServerHttp2Stream> = []
+      // the server's session of the client that is reset (the first one), and its streams
+      const server = yield* appServer((s) =>
+        s.once("session", (session: http2.ServerHttp2Session) => {
+          session.on("stream", (stream: http2.ServerHttp2Stream) => void streams.push(stream))
+          session.once("close", () => Deferred.unsafeDone(sessionClosed, Exit.void))
+        })
+      )
+      yield* attachBigRefusal(server)
+      const port = (server.address() as net.AddressInfo).port
+      // the client's own TCP socket under its TLS: it can be reset (RST), which a TLS socket cannot
+      const tcp = net.connect(port, "127.0.0.1")
+      tcp.on("error", () => {})
+      const session = yield* Effect.acquireRelease(
+        Effect.async<http2.ClientHttp2Session, Error>((resume) => {
+          const s = http2.connect(`https://127.0.0.1:${port}`, {
+            createConnection: () => tls.connect({ socket: tcp, host: "127.0.0.1", ca: cert, ALPNProtocols: ["h2"] })
+          })
+          s.on("error", () => {})
+          s.once("remoteSettings", () => resume(Effect.succeed(s)))
+          s.once("close", () => resume(Effect.fail(new Error("session closed before SETTINGS"))))
+        }),
+        (s) => Effect.sync(() => s.destroy())
+      ).pipe(within("5 seconds", "the session over the client's own TCP socket"))
+      const big = yield* h2Open(session, connectHeaders(port, { ":path": "/big" }))
+      big.stream.pause()
+      assert.strictEqual(big.status, 403)
+      // the first bytes of the body: the server is writing it, and waits for a window it never gets
+      yield* Effect.async<void>((resume) => {
+        big.stream.once("readable", () => resume(Effect.void))
+      }).pipe(within("5 seconds", "the first bytes of the refusal's body"))
+      // the refusal's stream is still open on the server, its body not all written
+      assert.strictEqual(streams.length, 1)
+      assert.isFalse(streams[0]!.destroyed, "the refused stream is already destroyed")
+      assert.isFalse(streams[0]!.writableFinished, "the refusal's body was all written")
+      tcp.resetAndDestroy()
+      yield* Deferred.await(sessionClosed).pipe(within("5 seconds", "the server's session to close after the reset"))
+      // a round trip on a new session: the server has handled everything of the reset before it answers
+      const other = yield* h2Session(port, cert)
+      const ws = yield* h2Open(other, connectHeaders(port))
+      assert.strictEqual(yield* roundTrip(ws, "after the reset"), "after the reset")
+      assert.deepStrictEqual(errors, [])
     }))
 })
