@@ -49,14 +49,26 @@ export const primary = (options: Options): Effect.Effect<void> =>
     )
     const live = new Set<Worker>()
     let stopping = false
+    /** Set by the shutdown: called once the last live worker is gone. */
+    let drained: (() => void) | undefined
     const fork = (replacing: number | undefined) => {
       const worker = cluster.fork()
       live.add(worker)
       const pid = worker.process.pid ?? -1
       options.onWorker?.(pid, replacing)
-      worker.once("exit", () => {
+      let done = false
+      const gone = () => {
+        if (done) return
+        done = true
         live.delete(worker)
         if (!stopping) restart(pid)
+        else if (live.size === 0) drained?.()
+      }
+      worker.once("exit", gone)
+      // A process that could not be spawned (ENOENT, EAGAIN, ...) has no pid and never emits
+      // "exit": its "error" is its end. Other errors (the IPC channel's) are followed by "exit".
+      worker.on("error", () => {
+        if (worker.process.pid === undefined) gone()
       })
     }
     const restart = (pid: number) =>
@@ -77,15 +89,11 @@ export const primary = (options: Options): Effect.Effect<void> =>
           const timer = setTimeout(() => {
             for (const w of live) w.process.kill("SIGKILL")
           }, Duration.toMillis(Duration.decode(options.shutdownTimeout ?? "10 seconds")))
-          for (const w of live) {
-            w.once("exit", () => {
-              if (live.size === 0) {
-                clearTimeout(timer)
-                resume(Effect.void)
-              }
-            })
-            w.process.kill("SIGTERM")
+          drained = () => {
+            clearTimeout(timer)
+            resume(Effect.void)
           }
+          for (const w of live) w.process.kill("SIGTERM")
         })
     )
     return yield* Effect.never

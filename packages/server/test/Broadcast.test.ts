@@ -6,8 +6,8 @@ import type WsClient from "ws"
 import * as Broadcast from "../src/Broadcast.js"
 import type { CloseInfo, Message, WebSocket as Ws } from "../src/WebSocket.js"
 import * as WebSocketServer from "../src/WebSocketServer.js"
-import type { RawSocket, ServerFrame } from "./utils.js"
-import { connect, headEnd, parseServerFrames, pollUntil, rawSocket, recorder, upgradeRequest } from "./utils.js"
+import type { RawSocket } from "./utils.js"
+import { connect, framesOf, pollUntil, rawClient, recorder, wrap } from "./utils.js"
 
 const pathOf = (ws: Ws<unknown>) => ws.request.url.split("?")[0]!.slice(1)
 
@@ -53,22 +53,6 @@ const serveTopics = (
       )
     return { topics, server, handles, outcomes, subscribers }
   })
-
-/** A raw client that upgraded on `path` with extra headers; resolves once the 101 arrived. */
-const rawClient = (port: number, path: string, headers: Record<string, string> = {}) =>
-  Effect.gen(function*() {
-    const raw = yield* rawSocket(port)
-    raw.socket.write(upgradeRequest(headers, `GET ${path} HTTP/1.1`))
-    assert.isTrue(yield* raw.waitFor((b) => headEnd(b) > 0))
-    const head = raw.received().subarray(0, headEnd(raw.received())).toString("latin1")
-    assert.match(head, /^HTTP\/1\.1 101 /)
-    return { raw, head }
-  })
-
-const framesOf = (raw: RawSocket): Array<ServerFrame> => {
-  const b = raw.received()
-  return parseServerFrames(b.subarray(headEnd(b)))
-}
 
 const waitFrames = (raw: RawSocket, n: number) => raw.waitFor(() => framesOf(raw).length >= n)
 
@@ -163,25 +147,7 @@ describe("Broadcast.Topics: fan-out", () => {
         handler: (ws) =>
           Effect.gen(function*() {
             // not the engine's object: no fast path
-            const wrapped: Ws<unknown> = {
-              id: ws.id,
-              request: ws.request,
-              protocol: ws.protocol,
-              extensions: ws.extensions,
-              sink: ws.sink,
-              deflate: ws.deflate,
-              data: ws.data,
-              messages: ws.messages,
-              run: ws.run,
-              send: ws.send,
-              sendText: ws.sendText,
-              sendBinary: ws.sendBinary,
-              unsafeSend: ws.unsafeSend,
-              ping: ws.ping,
-              close: ws.close,
-              closed: ws.closed,
-              bufferedAmount: ws.bufferedAmount
-            }
+            const wrapped = wrap(ws)
             yield* topics.subscribe("t", wrapped)
             yield* ws.closed
           })

@@ -7,6 +7,7 @@ import * as net from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import WebSocket from "ws"
+import type { WebSocket as Ws } from "../src/WebSocket.js"
 
 /**
  * A load test's count of connections, scaled by LOAD_SCALE (default 1). `pnpm mutate` sets it to
@@ -424,3 +425,47 @@ export const uncaughtErrors: Effect.Effect<Array<unknown>, never, Scope.Scope> =
   }),
   ({ listener }) => Effect.sync(() => void process.removeListener("uncaughtException", listener))
 ).pipe(Effect.map(({ errors }) => errors))
+
+/**
+ * A handle that is not the engine's object (served through the public API), around a real
+ * connection; `bufferedAmount` answers `buffered.value` and counts its calls.
+ */
+export const wrap = (ws: Ws<unknown>, buffered?: { value: number; calls: number }): Ws<unknown> => ({
+  id: ws.id,
+  request: ws.request,
+  protocol: ws.protocol,
+  extensions: ws.extensions,
+  sink: ws.sink,
+  deflate: ws.deflate,
+  data: ws.data,
+  messages: ws.messages,
+  run: ws.run,
+  send: ws.send,
+  sendText: ws.sendText,
+  sendBinary: ws.sendBinary,
+  unsafeSend: ws.unsafeSend,
+  ping: ws.ping,
+  close: ws.close,
+  closed: ws.closed,
+  bufferedAmount: buffered === undefined ? ws.bufferedAmount : Effect.sync(() => {
+    buffered.calls++
+    return buffered.value
+  })
+})
+
+/** A raw client that upgraded on `path` with extra headers; resolves once the 101 arrived. */
+export const rawClient = (port: number, path: string, headers: Record<string, string> = {}) =>
+  Effect.gen(function*() {
+    const raw = yield* rawSocket(port)
+    raw.socket.write(upgradeRequest(headers, `GET ${path} HTTP/1.1`))
+    if (!(yield* raw.waitFor((b) => headEnd(b) > 0))) throw new Error(`no response head for ${path}`)
+    const head = raw.received().subarray(0, headEnd(raw.received())).toString("latin1")
+    if (!head.startsWith("HTTP/1.1 101 ")) throw new Error(`not upgraded: ${head}`)
+    return { raw, head }
+  })
+
+/** The frames a raw client received after the response head. */
+export const framesOf = (raw: RawSocket): Array<ServerFrame> => {
+  const b = raw.received()
+  return parseServerFrames(b.subarray(headEnd(b)))
+}
