@@ -3,33 +3,8 @@ import { Cause, Effect, Exit, Layer, Metric, Stream } from "effect"
 import { Scope } from "effect"
 import * as Broadcast from "../src/Broadcast.js"
 import * as BroadcastRedis from "../src/BroadcastRedis.js"
-import * as WebSocketServer from "../src/WebSocketServer.js"
-import { startRedis } from "./redisServer.js"
+import { redisTopics, serve, startRedis } from "./redisServer.js"
 import { connect, pollUntil, recorder } from "./utils.js"
-
-/** The Topics service on Redis, built in the current scope. */
-const redisTopics = (
-  options: BroadcastRedis.Options & Broadcast.Options
-): Effect.Effect<Broadcast.Service, Broadcast.BackendError, Scope.Scope> =>
-  Effect.flatMap(Layer.build(Broadcast.layerRedis(options)), (ctx) => Effect.succeed(ctx.unsafeMap.get(Broadcast.Topics.key) as Broadcast.Service))
-
-/**
- * A server whose clients subscribe to the topic of their path (`/room?since=..&name=..`) and
- * publish every text they send to it.
- */
-const serve = (topics: Broadcast.Service) =>
-  WebSocketServer.make({
-    handler: (ws) =>
-      Effect.gen(function*() {
-        const url = new URL(ws.request.url, "http://x")
-        const topic = url.pathname.slice(1)
-        yield* topics.subscribe(topic, ws, {
-          since: url.searchParams.get("since") ?? undefined,
-          presence: url.searchParams.get("name") ?? undefined
-        })
-        yield* ws.run((m) => topics.publish(topic, m))
-      })
-  })
 
 const texts = (client: Parameters<typeof recorder>[0]) => recorder(client).messages.map((m) => String(m.data))
 

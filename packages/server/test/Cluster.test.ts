@@ -201,6 +201,23 @@ describe("Cluster.primary", { timeout: 60_000 }, () => {
       assert.strictEqual(h.started.length, 3, "a worker was started during the shutdown")
     }))
 
+  it.scopedLive("an 'error' of a running worker (its IPC channel, say) is not its end: it is replaced only when it exits", () =>
+    Effect.gen(function*() {
+      const h = yield* harness()
+      const fiber = yield* h.start({ workers: 1, restart: h.counted(Schedule.spaced("50 millis")), onWorker: h.onWorker })
+      yield* h.waitReady(1)
+      const [a] = h.workers as [Worker]
+      a.emit("error", Object.assign(new Error("channel closed"), { code: "ERR_IPC_CHANNEL_CLOSED" }))
+      yield* Effect.yieldNow()
+      assert.strictEqual(h.steps(), 0, "a restart was scheduled for a worker that is still running")
+      assert.isTrue(isAlive(a.process.pid!))
+      a.process.kill("SIGKILL")
+      yield* waitUntil(() => h.started.length >= 2, "the replacement after the exit")
+      assert.deepStrictEqual(h.events.slice(1), [`exit ${a.process.pid}`, `start ${h.started[1]!.pid} ${a.process.pid}`])
+      yield* h.waitReady(2)
+      yield* shutdown(fiber)
+    }))
+
   it.scopedLive("a worker that exits unexpectedly is replaced after the restart schedule's delay", () =>
     Effect.gen(function*() {
       const h = yield* harness()

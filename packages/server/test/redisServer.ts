@@ -3,7 +3,10 @@
  * installs it), on a free port of 127.0.0.1 with its own data directory, no persistence, stopped
  * with the scope (`durable`: an append-only file fsynced on every write instead). By hand: `redis-server --port 6390 --bind 127.0.0.1 --dir /tmp/r --save "" --appendonly no`.
  */
-import { Effect } from "effect"
+import { Effect, Layer } from "effect"
+import * as Broadcast from "../src/Broadcast.js"
+import type * as BroadcastRedis from "../src/BroadcastRedis.js"
+import * as WebSocketServer from "../src/WebSocketServer.js"
 import type { Scope } from "effect"
 import { type ChildProcess, execFileSync, spawn } from "node:child_process"
 import { mkdtempSync, rmSync } from "node:fs"
@@ -214,3 +217,27 @@ export const serverProcess = (
         })
     }))
   )
+
+/** The Topics service on Redis, built in the current scope. */
+export const redisTopics = (
+  options: BroadcastRedis.Options & Broadcast.Options
+): Effect.Effect<Broadcast.Service, Broadcast.BackendError, Scope.Scope> =>
+  Effect.flatMap(Layer.build(Broadcast.layerRedis(options)), (ctx) => Effect.succeed(ctx.unsafeMap.get(Broadcast.Topics.key) as Broadcast.Service))
+
+/**
+ * A server whose clients subscribe to the topic of their path (`/room?since=..&name=..`) and
+ * publish every text they send to it.
+ */
+export const serve = (topics: Broadcast.Service) =>
+  WebSocketServer.make({
+    handler: (ws) =>
+      Effect.gen(function*() {
+        const url = new URL(ws.request.url, "http://x")
+        const topic = url.pathname.slice(1)
+        yield* topics.subscribe(topic, ws, {
+          since: url.searchParams.get("since") ?? undefined,
+          presence: url.searchParams.get("name") ?? undefined
+        })
+        yield* ws.run((m) => topics.publish(topic, m))
+      })
+  })
