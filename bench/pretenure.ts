@@ -10,6 +10,7 @@
  * external memory then forces a mark-compact every few dozen MiB. The run stays in that mode.
  *
  *   pnpm bench:pretenure [--runs 6] [--messages 150000]
+ *   pnpm bench:pretenure --size 1048576 --messages 3000 --consumers [--runs 6]
  *
  * The probe (a child process per run, one at a time) consumes the buffers with
  * `Stream.runForEachChunk` over a channel that pulls batches, as `ws.messages` does. It runs with
@@ -17,6 +18,12 @@
  * mark-compacts (`--trace-gc`) and the CPU per message. (A probe that hands the batches to
  * setImmediate callbacks without Effect switched modes too, with either setting: Node's immediate
  * queue links each entry to the next, which can keep a promoted entry's successors alive.)
+ *
+ * `--consumers` compares, with V8's defaults and the server's holders, the two ways Effect runs a
+ * Stream: `Stream.runForEachChunk` (what `Stream.runForEach`, `Stream.run(ws.sink)` and every
+ * `Stream.run*` go through: the Stream piped into a Sink's channel) and a loop over
+ * `Stream.toPull` (the Stream's channel alone). At 1 MiB the first takes several times the
+ * mark-compacts and CPU of the second (`bench/README.md`).
  */
 import { Channel, Chunk, Effect, Stream } from "effect"
 import { spawnSync } from "node:child_process"
@@ -27,6 +34,10 @@ import { flag, median } from "./src/cli.js"
 const probe = process.argv[2] === "--probe"
 /** `effect`: a literal array and Effect's `Chunk.unsafeFromArray`; `young`: the server's `freshArray` and `messageChunk`. */
 const holders = flag("holders", "effect")
+/** Bytes per message (per "read"). */
+const size = Number(flag("size", "16384"))
+/** `runForEachChunk` (a Sink, as every `Stream.run*`) or `toPull` (a loop over the Stream's pull). */
+const consumer = flag("consumer", "runForEachChunk")
 const newArray = <A>(): Array<A> => holders === "young" ? freshArray<A>() : []
 const toChunk = <A>(array: Array<A>): Chunk.Chunk<A> => holders === "young" ? messageChunk(array) : Chunk.unsafeFromArray(array)
 
@@ -42,7 +53,7 @@ const runProbe = async (count: number): Promise<void> => {
   const reader = (): void => {
     if (read < count) {
       read++
-      items.push(Buffer.allocUnsafeSlow(16384))
+      items.push(Buffer.allocUnsafeSlow(size))
     }
     const w = waiter
     if (w !== undefined) {
@@ -68,10 +79,17 @@ const runProbe = async (count: number): Promise<void> => {
   )
   const started = process.cpuUsage()
   setImmediate(reader)
-  await Effect.runPromise(Stream.runForEachChunk(Stream.fromChannel(loop), (c) =>
+  const consume = (c: Chunk.Chunk<Buffer>) =>
     Effect.sync(() => {
       handled += c.length
-    })))
+    })
+  const stream = Stream.fromChannel(loop)
+  await Effect.runPromise(
+    consumer === "toPull"
+      ? Effect.scoped(Effect.flatMap(Stream.toPull(stream), (pull) => Effect.forever(Effect.flatMap(pull, consume))))
+        .pipe(Effect.ignore)
+      : Stream.runForEachChunk(stream, consume)
+  )
   const cpu = process.cpuUsage(started)
   process.stderr.write(`RESULT ${handled} ${(cpu.user + cpu.system) / handled}\n`)
 }
@@ -80,22 +98,28 @@ const main = (): void => {
   const runs = Number(flag("runs", "6"))
   const messages = flag("messages", "150000")
   const self = fileURLToPath(import.meta.url)
-  console.log(`${runs} runs per setting, ${messages} messages of 16 KiB each\n`)
-  console.log("| V8 flags, holders | mark-compacts per run | CPU µs/msg per run | median µs/msg |")
+  const bytes = flag("size", "16384")
+  console.log(`${runs} runs per setting, ${messages} messages of ${bytes} bytes each\n`)
+  console.log("| V8 flags, holders, consumer | mark-compacts per run | CPU µs/msg per run | median µs/msg |")
   console.log("|---|---|---|---|")
-  const settings = [
-    { label: "(defaults)", flags: [], holders: "effect" },
-    { label: "`--no-allocation-site-pretenuring`", flags: ["--no-allocation-site-pretenuring"], holders: "effect" },
-    { label: "(defaults), the server's holders", flags: [], holders: "young" }
-  ]
-  for (const { flags, holders: kind, label } of settings) {
+  const settings = process.argv.includes("--consumers")
+    ? [
+      { label: "(defaults), the server's holders, `Stream.runForEachChunk`", flags: [], holders: "young", via: "runForEachChunk" },
+      { label: "(defaults), the server's holders, `Stream.toPull` loop", flags: [], holders: "young", via: "toPull" }
+    ]
+    : [
+      { label: "(defaults)", flags: [], holders: "effect", via: "runForEachChunk" },
+      { label: "`--no-allocation-site-pretenuring`", flags: ["--no-allocation-site-pretenuring"], holders: "effect", via: "runForEachChunk" },
+      { label: "(defaults), the server's holders", flags: [], holders: "young", via: "runForEachChunk" }
+    ]
+  for (const { flags, holders: kind, label, via } of settings) {
     const compacts: Array<number> = []
     const costs: Array<number> = []
     for (let i = 0; i < runs; i++) {
       // --trace-gc prints on stdout, the probe's result goes to stderr
       const child = spawnSync(
         process.execPath,
-        [...flags, "--trace-gc", "--import", "tsx", self, "--probe", "--messages", messages, "--holders", kind],
+        [...flags, "--trace-gc", "--import", "tsx", self, "--probe", "--messages", messages, "--holders", kind, "--size", bytes, "--consumer", via],
         { encoding: "utf8", maxBuffer: 64 << 20 }
       )
       const result = /RESULT \d+ ([\d.]+)/.exec(child.stderr)
