@@ -104,7 +104,9 @@ export interface WebSocket<Data = unknown> {
    * Incoming messages. Ends after the peer's Close; fails with the protocol error (its
    * close code included) when the connection was failed. Consume it once. While it is
    * consumed, the reply to the peer's Close waits until the messages before it were
-   * handled, so their answers go out first.
+   * handled, so their answers go out first. Its chunks are reads' worth of messages; an empty
+   * chunk now and then lets Effect's stream machinery drop the last batch while the peer is
+   * quiet (only `Stream.chunks` shows it).
    */
   readonly messages: Stream.Stream<Message, ProtocolError>
   /**

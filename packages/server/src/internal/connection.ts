@@ -697,6 +697,7 @@ export class WsConnection<Data> implements WebSocket<Data>, ConnectionPort, Inbo
     const life = this.life
     if (life.transportEnded) return
     this.retireReader(now)
+    this.inbox.releaseHeld()
     if (this.core.closeExpected) return
     switch (life.deadline(now)) {
       case "ping":

@@ -22,6 +22,17 @@ export const messageSize = (m: Message): number => (typeof m === "string" ? m.le
 /** At most this many `run` Effects run at once before reading pauses (resumes at half). */
 const MAX_RUNNING = 1024
 
+/**
+ * Effect's channel executor keeps the last chunk it passed on until it passes the next one, so a
+ * Stream consumer that waits would keep its last batch for as long as the connection stays
+ * quiet. An empty chunk lets go of it. A consumer about to wait after a batch of at least this
+ * many bytes is handed one at once; after a smaller batch, the deadline sweep hands it one if it
+ * is still waiting (`releaseHeld`, within a tick), so that a load of small messages does not pay
+ * a Stream step on nearly every read.
+ */
+export const RELEASE_BYTES = 64 * 1024
+const NOTHING: Chunk.Chunk<Message> = Chunk.empty()
+
 type Resume<A, E> = (effect: Effect.Effect<A, E>) => void
 
 /** What the inbox needs from its connection. */
@@ -55,6 +66,8 @@ export class Inbox {
   consumer = false
   /** A batch was handed out and the consumer has not asked for the next one yet. */
   private batchOut = false
+  /** Bytes of the last batch handed out, while the Stream's executor may still hold it. */
+  private heldBytes = 0
   private paused = false
   /** `run`: the callback, the runtime its Effects are forked with, and those still running. */
   private callback: ((m: Message) => unknown) | undefined = undefined
@@ -173,12 +186,29 @@ export class Inbox {
       }
       this.load -= bytes
       this.batchOut = true
+      this.heldBytes = bytes
       this.flow()
       return Effect.succeed(messageChunk(batch))
+    }
+    if (this.heldBytes >= RELEASE_BYTES) {
+      this.heldBytes = 0
+      return Effect.succeed(NOTHING)
     }
     return this.wait ??= Effect.async<Pulled, ProtocolError>((resume) => {
       this.waiter = resume
     })
+  }
+
+  /**
+   * From the deadline sweep: a Stream consumer waiting while Effect's executor still holds its
+   * last batch is handed an empty chunk, so that a quiet connection keeps nothing it received.
+   */
+  releaseHeld(): void {
+    const w = this.waiter
+    if (w === undefined || this.heldBytes === 0) return
+    this.waiter = undefined
+    this.heldBytes = 0
+    w(Effect.succeed(NOTHING))
   }
 
   /**
