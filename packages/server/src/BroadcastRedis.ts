@@ -101,7 +101,11 @@ export const metrics = {
 } as const
 
 /** A lost or failed connection while running (absorbed by the reconnection loop). */
-class LinkError extends Data.TaggedError("LinkError")<{ readonly detail: string }> {}
+class LinkError extends Data.TaggedError("LinkError")<{
+  readonly detail: string
+  /** Redis answered with an error reply: the connection itself is fine. */
+  readonly answered?: boolean | undefined
+}> {}
 
 /** The part of node-redis's client this backend uses. */
 interface Client {
@@ -116,6 +120,8 @@ interface Client {
 interface RedisModule {
   readonly createClient: (options: object) => unknown
   readonly RESP_TYPES: { readonly BLOB_STRING: number }
+  /** The class of Redis's error replies. */
+  readonly ErrorReply: abstract new(...args: never) => Error
 }
 
 // ---------------------------------------------------------------------------------------
@@ -329,17 +335,20 @@ const connectRedis = (
         )
       )
 
-    /** One command with the command timeout; a timeout or failure drops the connection. */
-    const command = <A = unknown>(link: Link, args: ReadonlyArray<string | Buffer>, extraMs = 0) =>
+    /**
+     * One command with the command timeout; a timeout or failure drops the connection, and so
+     * does an error reply unless `replyKeeps` (a reply the caller expects, such as "no such key").
+     */
+    const command = <A = unknown>(link: Link, args: ReadonlyArray<string | Buffer>, extraMs = 0, replyKeeps = false) =>
       Effect.tryPromise({
         try: () => link.client.sendCommand(args, BUFFERS) as Promise<A>,
-        catch: (e) => new LinkError({ detail: String(e) })
+        catch: (e) => new LinkError({ detail: String(e), answered: e instanceof redis.ErrorReply })
       }).pipe(
         Effect.timeoutFail({
           duration: commandMs + extraMs,
           onTimeout: () => new LinkError({ detail: `${String(args[0])} unanswered` })
         }),
-        Effect.tapError((e) => Effect.sync(() => drop(link, e.detail)))
+        Effect.tapError((e) => Effect.sync(() => (replyKeeps && e.answered ? undefined : drop(link, e.detail))))
       )
 
     /**
@@ -394,6 +403,15 @@ const connectRedis = (
     let readerId: string | undefined = undefined
     let blocked = false
 
+    const ignore = (p: Promise<unknown>) => void p.catch(() => {})
+
+    /** A blocked XREAD is woken (through `link`, a command connection) so that it reads the new set of streams. */
+    const unblockReader = (link: Link | undefined = cmd) => {
+      if (blocked && link !== undefined && readerId !== undefined) {
+        ignore(link.client.sendCommand(["CLIENT", "UNBLOCK", readerId]))
+      }
+    }
+
     const presenceWrite = (link: Link, topic: string) => {
       const names = presence.get(topic) ?? []
       const key = presenceKey(topic, processId)
@@ -423,7 +441,12 @@ const connectRedis = (
                 interested.set(topic, r.length > 0 ? r[0]![0].toString() : "0-0")
               }
             })
-          ), { discard: true }).pipe(Effect.tap(() => wake.reader()))
+          ), { discard: true }).pipe(Effect.tap(() => {
+            if (pending.length === 0) return
+            // a reader idle for want of streams starts; one blocked on the others reads these too
+            wake.reader()
+            unblockReader(link)
+          }))
       })
 
     // ---------------------------------------------------------------- stream mode: the queue and its writer
@@ -486,12 +509,12 @@ const connectRedis = (
           Effect.timeoutFail({ duration: commandMs, onTimeout: () => new LinkError({ detail: "XADD unanswered" }) }),
           Effect.tapError((e) => Effect.sync(() => drop(link, e.detail)))
         )
-        // Sent: the ones the queue still holds from this batch (dropOldest may have shifted some).
+        // Sent: those of the batch the queue still holds, at its head (dropOldest may have shifted
+        // some of the batch out meanwhile, never anything behind it).
+        const sent = new Set(batch)
         let n = 0
-        while (n < batch.length && queue[0] === batch[n]) {
-          queue.shift()
-          n++
-        }
+        while (n < queue.length && sent.has(queue[n]!)) n++
+        queue.splice(0, n)
         metrics.queued.unsafeUpdate(queue.length, [])
       }))
 
@@ -550,7 +573,7 @@ const connectRedis = (
     /** After a reconnection: whether the stream was trimmed past where this process stopped. */
     const checkTrimmed = (link: Link) =>
       Effect.forEach([...interested], ([topic, last]) =>
-        last === undefined ? Effect.void : command<Array<Buffer | unknown>>(link, ["XINFO", "STREAM", streamOf(topic)]).pipe(
+        last === undefined ? Effect.void : command<Array<Buffer | unknown>>(link, ["XINFO", "STREAM", streamOf(topic)], 0, true).pipe(
           Effect.map((info) => {
             const i = info.findIndex((x) => Buffer.isBuffer(x) && x.toString() === "max-deleted-entry-id")
             const deleted = i >= 0 ? String(info[i + 1]) : "0-0"
@@ -609,15 +632,6 @@ const connectRedis = (
 
     // ---------------------------------------------------------------- the backend's face
 
-    const ignore = (p: Promise<unknown>) => void p.catch(() => {})
-
-    /** A blocked XREAD is woken so that it reads the new set of streams. */
-    const unblockReader = () => {
-      if (blocked && cmd !== undefined && readerId !== undefined) {
-        ignore(cmd.client.sendCommand(["CLIENT", "UNBLOCK", readerId]))
-      }
-    }
-
     const connection: Broadcast.BackendConnection = {
       loopback: mode === "stream",
       publish: (topic, message, opts) =>
@@ -635,14 +649,15 @@ const connectRedis = (
           interested.set(topic, "") // Pub/Sub has no position
           if (sub !== undefined) ignore(sub.client.subscribe(channelOf(topic), onPubSub, true))
         } else if (subscribed) {
-          interested.set(topic, undefined) // resolved on the command connection, before later XADDs
+          // resolved on the command connection, before later XADDs; the reader is woken then
+          interested.set(topic, undefined)
           if (cmd !== undefined) Effect.runFork(Effect.ignore(resolvePositions(cmd)))
         } else {
           interested.delete(topic)
           seen.delete(topic)
           if (mode === "pubsub" && sub !== undefined) ignore(sub.client.unsubscribe(channelOf(topic)))
+          if (mode === "stream") unblockReader()
         }
-        if (mode === "stream") unblockReader()
       },
       position: (topic) => interested.get(topic),
       history: mode === "stream" ?
@@ -680,7 +695,9 @@ const connectRedis = (
           const link = cmd
           if (link === undefined) return [...(presence.get(topic) ?? [])].sort()
           const pids = (yield* command<Array<Buffer>>(link, ["SMEMBERS", presenceSet(topic)])).map(String)
-          const values = yield* command<Array<Buffer | null>>(link, ["MGET", ...pids.map((p) => presenceKey(topic, p))])
+          const values = pids.length === 0 ?
+            [] :
+            yield* command<Array<Buffer | null>>(link, ["MGET", ...pids.map((p) => presenceKey(topic, p))])
           const names: Array<string> = []
           const gone: Array<string> = []
           values.forEach((v, i) => {
