@@ -595,6 +595,7 @@ describe("BroadcastRedis backend: the stream queue and its writer", () => {
       assert.strictEqual(yield* queued, 1, "still queued")
       conn.presence!("x", ["zed", "amy"])
       assert.deepStrictEqual(yield* conn.members!("x").pipe(within("1 second", "members without a link")), ["amy", "zed"])
+      assert.deepStrictEqual(yield* conn.members!("nobody").pipe(within("1 second", "members of an unknown topic without a link")), [])
       assert.deepStrictEqual(yield* conn.history!("x", "0-0").pipe(within("1 second", "history without a link")), [])
     }))
 })
@@ -879,5 +880,49 @@ describe("BroadcastRedis backend: recovering from what Redis answers", () => {
       const id = yield* xadd(redis, "b", foreign("other", 1, "b1"))
       yield* waitUntil(() => received.length >= 1, "b1 received")
       assert.deepStrictEqual(received, [{ topic: "b", message: "b1", compress: true, offset: id }])
+    }))
+})
+
+/**
+ * How many error replies Redis has given (INFO errorstats), asked on a connection of the test's
+ * own (a new connection makes errors of its own: Redis 7.0 refuses node-redis's CLIENT SETINFO).
+ */
+const errorReplies = (send: (args: ReadonlyArray<string | Buffer>) => Effect.Effect<unknown>) =>
+  Effect.map(send(["INFO", "errorstats"]), (info) =>
+    [...String(info).matchAll(/errorstat_[A-Z]+:count=(\d+)/g)].reduce((n, m) => n + Number(m[1]), 0))
+
+describe("BroadcastRedis backend: members and the reader, exactly", () => {
+  it.scopedLive("members of a topic this process has no names in: the others' only; no SREM when no pid is gone", () =>
+    Effect.gen(function*() {
+      const redis = yield* startRedis()
+      const mon = yield* monitor(redis)
+      const a = yield* backend({ url: redis.url, mode: "pubsub", presenceTtl: "1 minute", ...fast })
+      const b = yield* backend({ url: redis.url, mode: "pubsub", presenceTtl: "1 minute", ...fast })
+      b.conn.presence!("room", ["bob"])
+      yield* pollUntil(redis.command(["SCARD", "ews:p:room"]), (n) => Number(n) === 1, 5_000)
+      const send = yield* admin(redis)
+      const errors0 = yield* errorReplies(send)
+      const mark = mon.length
+      assert.deepStrictEqual(yield* a.conn.members!("room"), ["bob"])
+      assert.deepStrictEqual(named(mon, "SREM", mark), [], "an SREM though no pid was gone")
+      assert.strictEqual(yield* errorReplies(send), errors0, "an error reply (an SREM of no member is refused)")
+    }))
+
+  it.scopedLive("a reader that stopped blocking is not unblocked: CLIENT UNBLOCK only while its XREAD waits", () =>
+    Effect.gen(function*() {
+      const redis = yield* startRedis()
+      const mon = yield* monitor(redis)
+      const { conn } = yield* backend({ url: redis.url, mode: "stream", ...fast })
+      conn.interest("a", true)
+      yield* waitUntil(() => named(mon, "XREAD").length >= 1, "the reader blocked on a")
+      const unblocks0 = yield* unblocks(redis)
+      conn.interest("a", false)
+      yield* pollUntil(unblocks(redis), (n) => n === unblocks0 + 1, 5_000)
+      // the reader, unblocked, has no stream to read and waits for one without Redis; another
+      // topic that comes and goes meanwhile needs no CLIENT UNBLOCK (a fixed wait: an absence)
+      conn.interest("b", true)
+      conn.interest("b", false)
+      yield* Effect.sleep("300 millis")
+      assert.strictEqual(yield* unblocks(redis), unblocks0 + 1)
     }))
 })
