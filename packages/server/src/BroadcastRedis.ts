@@ -433,7 +433,10 @@ const connectRedis = (
     /** Resolves where a newly interesting topic's stream starts for this process (its last id now). */
     const resolvePositions = (link: Link) =>
       Effect.suspend(() => {
-        const pending = [...interested].filter(([, id]) => id === undefined).map(([t]) => t)
+        // each topic asked once at a time: a later resolution must not move a position the reader
+        // has started from (a failure ends the link, and the next one's setup asks again)
+        const pending = [...interested].filter(([t, id]) => id === undefined && !resolving.has(t)).map(([t]) => t)
+        for (const t of pending) resolving.add(t)
         return Effect.forEach(pending, (topic) =>
           command<Array<[Buffer, unknown]>>(link, ["XREVRANGE", streamOf(topic), "+", "-", "COUNT", "1"]).pipe(
             Effect.map((r) => {
@@ -441,13 +444,18 @@ const connectRedis = (
                 interested.set(topic, r.length > 0 ? r[0]![0].toString() : "0-0")
               }
             })
-          ), { discard: true }).pipe(Effect.tap(() => {
-            if (pending.length === 0) return
-            // a reader idle for want of streams starts; one blocked on the others reads these too
-            wake.reader()
-            unblockReader(link)
-          }))
+          ), { discard: true }).pipe(
+            Effect.tap(() => {
+              if (pending.length === 0) return
+              // a reader idle for want of streams starts; one blocked on the others reads these too
+              wake.reader()
+              unblockReader(link)
+            }),
+            Effect.ensuring(Effect.sync(() => pending.forEach((t) => resolving.delete(t))))
+          )
       })
+    /** Topics whose position is being asked for. */
+    const resolving = new Set<string>()
 
     // ---------------------------------------------------------------- stream mode: the queue and its writer
 

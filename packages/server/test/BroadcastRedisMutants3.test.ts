@@ -441,7 +441,26 @@ describe("BroadcastRedis backend: where a stream subscription starts (resolvePos
       assert.deepStrictEqual(named(mon, "XREAD", mark2).find((c) => !c.includes("ews:t:a")), [
         "XREAD", "COUNT", "512", "BLOCK", "5000", "STREAMS", "ews:t:b", id
       ])
+      assert.deepStrictEqual(named(mon, "UNSUBSCRIBE", mark2), [], "an UNSUBSCRIBE on the stream reader's connection")
       assert.strictEqual(yield* unblocks(redis), 2)
+    }))
+
+  it.scopedLive("topics subscribed one after the other are each asked for once, even while an earlier ask is on its way", () =>
+    Effect.gen(function*() {
+      const redis = yield* startRedis()
+      const mon = yield* monitor(redis)
+      const { conn } = yield* backend({ url: redis.url, mode: "stream", ...fast })
+      // the same tick: a's XREVRANGE is sent and not answered yet when b is subscribed
+      conn.interest("a", true)
+      conn.interest("b", true)
+      conn.interest("c", true)
+      yield* waitUntil(() => ["a", "b", "c"].every((t) => conn.position!(t) !== undefined), "the positions of a, b and c")
+      yield* waitUntil(() => named(mon, "XREAD").some((c) => c.includes("ews:t:c")), "an XREAD of a, b and c")
+      assert.deepStrictEqual(
+        named(mon, "XREVRANGE").map((c) => c[1]),
+        ["ews:t:a", "ews:t:b", "ews:t:c"],
+        "a topic asked for twice"
+      )
     }))
 
   it.scopedLive("600 entries come in order in XREADs of at most 512", () =>
