@@ -463,6 +463,26 @@ describe("BroadcastRedis backend: where a stream subscription starts (resolvePos
       )
     }))
 
+  it.scopedLive("a topic subscribed again is asked for again; publishing wakes no blocked reader", () =>
+    Effect.gen(function*() {
+      const redis = yield* startRedis()
+      const mon = yield* monitor(redis)
+      const { conn, received } = yield* backend({ url: redis.url, mode: "stream", ...fast })
+      conn.interest("a", true)
+      yield* waitUntil(() => named(mon, "XREAD").length >= 1, "the reader blocked on a")
+      // the writer resolves pending positions before each batch: with none pending, it leaves
+      // the blocked reader alone (the entry itself ends the XREAD)
+      const unblocks0 = yield* unblocks(redis)
+      yield* conn.publish("a", "m1", {})
+      yield* waitUntil(() => received.length >= 1, "m1 read back")
+      assert.strictEqual(yield* unblocks(redis), unblocks0, "a CLIENT UNBLOCK for a publish")
+      conn.interest("a", false)
+      conn.interest("a", true)
+      assert.isUndefined(conn.position!("a"))
+      yield* waitUntil(() => conn.position!("a") !== undefined, "a's position asked for again")
+      assert.strictEqual(named(mon, "XREVRANGE").length, 2)
+    }))
+
   it.scopedLive("600 entries come in order in XREADs of at most 512", () =>
     Effect.gen(function*() {
       const redis = yield* startRedis()
