@@ -1,10 +1,13 @@
 // Our server, written the way a user writes it, run from the packages' compiled output (what a
 // user's `node` loads from `dist/`; `bench/run.sh` builds it first). `--mode`:
 //   stream  — the Stream-of-messages handler: Stream.runForEach(ws.messages, ws.send)
+//   sink    — the pipeline form: ws.messages.pipe(Stream.run(ws.sink))
 //   fast    — the callback form: ws.run((m) => ws.unsafeSend(m))
 //   socket  — through the @effect/platform Socket interop (SocketServer.run + Socket.run/writer)
-// Limits are raised like ws's maxPayload (64 MiB) so that every scenario fits; keepalive stays on
-// its default, permessage-deflate is accepted.
+// Limits are raised like ws's maxPayload (64 MiB) so that every scenario fits (the send buffer too:
+// `large-16` keeps 16 echoes of 1 MiB plus their headers in flight, just over the 16 MiB default at
+// which a connection that does not read its replies is closed); keepalive stays on its default,
+// permessage-deflate is accepted.
 import * as SocketServer from "@effect/platform/SocketServer"
 import { NodeRuntime } from "@effect/platform-node"
 import { SocketInterop, WebSocketServer } from "@effect-websocket/server"
@@ -22,6 +25,7 @@ const limits = {
   host,
   port,
   maxMessageSize: 64 * 1024 * 1024,
+  maxBufferedBytes: 64 * 1024 * 1024,
   perMessageDeflate: true,
   tls: tlsOptions,
   http2: http2 && tlsOptions !== undefined
@@ -51,6 +55,8 @@ const program = mode === "socket"
       ...limits,
       handler: mode === "fast"
         ? (ws) => ws.run((m) => void ws.unsafeSend(m))
+        : mode === "sink"
+        ? (ws) => ws.messages.pipe(Stream.run(ws.sink))
         : (ws) => Stream.runForEach(ws.messages, (m) => ws.send(m))
     }))).pipe(Layer.provide(traced))
   )

@@ -81,6 +81,8 @@ export interface Report {
   readonly scenarios: ReadonlyArray<Scenario>
   readonly results: ReadonlyArray<RunResult>
   readonly summary: ReadonlyArray<Summary>
+  /** Scenarios run again later (`--replace-in`) and written over this report's runs of them. */
+  readonly reruns?: ReadonlyArray<{ readonly scenarios: ReadonlyArray<string>; readonly finishedAt: string; readonly command: string; readonly why?: string }>
 }
 
 const median = (xs: ReadonlyArray<number>): number | null => {
@@ -265,9 +267,30 @@ export const scenarioTables = (report: Pick<Report, "scenarios" | "summary">): A
         ])
       )
     }
+    if (sc.minRuns !== undefined) md += "\n\n" + spreadTable(rows)
     out.push({ scenario: sc, markdown: md })
   }
   return out
+}
+
+/** The server whose median the slowest runs of a many-run scenario are held against. */
+const SPREAD_BASE = "ws-bufferutil"
+
+/** For a scenario run many times: each server's slowest and fastest run against its own median and the reference's. */
+const spreadTable = (rows: ReadonlyArray<Summary>): string => {
+  const ref = rows.find((s) => s.server === SPREAD_BASE)?.perSec
+  return table(
+    ["server", "runs", "slowest msg/s", "median", "fastest", "slowest ÷ median", `slowest ÷ ${SPREAD_BASE} median`],
+    rows.map((s) => [
+      s.server,
+      String(s.runs),
+      fmt(s.perSecRange?.[0] ?? s.perSec),
+      fmt(s.perSec),
+      fmt(s.perSecRange?.[1] ?? s.perSec),
+      ratio(s.perSecRange?.[0] ?? s.perSec, s.perSec),
+      ratio(s.perSecRange?.[0] ?? s.perSec, ref)
+    ])
+  )
 }
 
 export const renderMarkdown = (report: Report): string => {
@@ -282,6 +305,14 @@ export const renderMarkdown = (report: Report): string => {
       "This file is rewritten by every run; raw numbers are in `bench/results/<timestamp>.json`.",
     ""
   )
+  for (const r of report.reruns ?? []) {
+    lines.push(
+      `Scenario${r.scenarios.length === 1 ? "" : "s"} ${r.scenarios.map((n) => `\`${n}\``).join(", ")} run again with ` +
+        `\`${r.command}\` on ${r.finishedAt.slice(0, 16).replace("T", " ")} UTC, in place of this run's` +
+        (r.why === undefined ? "." : `: ${r.why}.`),
+      ""
+    )
+  }
   lines.push(
     `Machine: ${m.nproc} × ${m.cpuModel}, Linux ${m.kernel}, Node ${m.node}; ` +
       Object.entries(m.versions)

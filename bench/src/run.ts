@@ -52,7 +52,10 @@ const USAGE = `usage: pnpm bench [--quick] [--servers a,b] [--scenarios x,y] [--
   --threads      load-generator threads (default 1: the machine has 2 cores for server and generator)
   --no-write     print the tables only (no results/*.json, RESULTS.md or chart)
   --list         list servers and scenarios
-  --render FILE  rewrite RESULTS.md and the chart from a results/*.json file, without running anything`
+  --render FILE  rewrite RESULTS.md and the chart from a results/*.json file, without running anything
+  --replace-in FILE [--why TEXT]
+                 write this run's scenarios into FILE (a results/*.json) in place of its runs of them,
+                 then rewrite RESULTS.md from it: a scenario run again after a fix, said so in RESULTS.md`
 
 const { values: args } = parseArgs({
   options: {
@@ -65,6 +68,8 @@ const { values: args } = parseArgs({
     threads: { type: "string" },
     "no-write": { type: "boolean", default: false },
     render: { type: "string" },
+    "replace-in": { type: "string" },
+    why: { type: "string" },
     list: { type: "boolean", default: false },
     help: { type: "boolean", default: false }
   },
@@ -129,6 +134,8 @@ const warmupSec = num(args.warmup, quick ? 0.5 : 1)
 const measureSec = num(args.duration, quick ? 1.5 : 2)
 /** A scenario's warm-up: `--warmup`, or its own minimum when that is longer (not in `--quick` mode). */
 const warmupOf = (sc: Scenario): number => (quick ? warmupSec : Math.max(warmupSec, sc.minWarmupSec ?? 0))
+/** A scenario's runs: `--runs` when given, else the default or the scenario's own minimum, whichever is more (not in `--quick` mode). */
+const runsOf = (sc: Scenario): number => (quick || args.runs !== undefined ? runs : Math.max(runs, sc.minRuns ?? 0))
 const threads = Math.max(1, num(args.threads, 1))
 const write = !args["no-write"]
 /** Connections are spread over these local addresses (all on loopback). */
@@ -659,6 +666,28 @@ const fmtRow = (r: RunResult) => {
   )
 }
 
+/** `--replace-in`: the older report with this run's scenarios in place of its own runs of them. */
+const replaceIn = (file: string, fresh: Report): Report => {
+  const old = JSON.parse(readFileSync(file, "utf8")) as Report
+  const names = new Set(fresh.scenarios.map((s) => s.name))
+  const scenarios = [...old.scenarios.map((s) => fresh.scenarios.find((f) => f.name === s.name) ?? s)]
+  for (const s of fresh.scenarios) if (!scenarios.some((x) => x.name === s.name)) scenarios.push(s)
+  const servers = [...old.servers]
+  for (const s of fresh.servers) if (!servers.some((x) => x.name === s.name)) servers.push(s)
+  const results = [...old.results.filter((r) => !names.has(r.scenario)), ...fresh.results]
+  return {
+    ...old,
+    servers,
+    scenarios,
+    results,
+    summary: summarize(results),
+    reruns: [
+      ...(old.reruns ?? []),
+      { scenarios: [...names], finishedAt: fresh.finishedAt, command: fresh.command, ...(args.why === undefined ? {} : { why: args.why }) }
+    ]
+  }
+}
+
 const main = async () => {
   if (selectedScenarios.length === 0) {
     await runClientScenarios(clientScenarioNames, { runs, warmupSec, measureSec, write })
@@ -669,12 +698,15 @@ const main = async () => {
     process.exit(2)
   }
   const startedAt = new Date().toISOString()
-  const perRun = selectedScenarios.reduce((a, sc) => a + (sc.mode === "idle" ? 4 + sc.conns / 2000 : warmupOf(sc) + measureSec + 2), 0)
+  const perServer = selectedScenarios.reduce(
+    (a, sc) => a + runsOf(sc) * (sc.mode === "idle" ? 4 + sc.conns / 2000 : warmupOf(sc) + measureSec + 2),
+    0
+  )
   console.log(
     `servers: ${selectedServers.map((s) => s.name).join(", ")}${skipped.length > 0 ? `  (skipped: ${skipped.map((s) => `${s.name}: ${s.reason}`).join("; ")})` : ""}\n` +
       `scenarios: ${selectedScenarios.map((s) => s.name).join(", ")}\n` +
       `${runs} run(s), ${warmupSec} s warm-up + ${measureSec} s measured, ${threads} generator thread(s); ` +
-      `about ${Math.ceil((perRun * runs * selectedServers.length) / 60)} min`
+      `about ${Math.ceil((perServer * selectedServers.length) / 60)} min`
   )
   // What the rest of the machine is doing before we start (other processes share these cores).
   const busy0 = machineBusySeconds()
@@ -693,7 +725,8 @@ const main = async () => {
   const results: Array<RunResult> = []
   for (const sc of selectedScenarios) {
     console.log(`\n== ${sc.name}: ${sc.title}`)
-    for (let run = 0; run < runs; run++) {
+    const scRuns = runsOf(sc)
+    for (let run = 0; run < scRuns; run++) {
       const order = selectedServers.map((_, i) => selectedServers[(i + run) % selectedServers.length])
       for (const spec of order) {
         let r: RunResult
@@ -703,14 +736,16 @@ const main = async () => {
           r = { ...emptyResult(spec.name, sc.name, run), error: e instanceof Error ? e.message : String(e) }
         }
         results.push(r)
-        console.log(`  ${runs > 1 ? `run ${run + 1} ` : ""}${spec.name.padEnd(18)} ${fmtRow(r)}`)
+        console.log(`  ${scRuns > 1 ? `run ${run + 1} ` : ""}${spec.name.padEnd(18)} ${fmtRow(r)}`)
       }
     }
   }
-  const report: Report = {
+  // the command as typed, less `--why`'s text (RESULTS.md gives that on its own)
+  const argv = process.argv.slice(2).filter((a, i, all) => a !== "--why" && all[i - 1] !== "--why")
+  const fresh: Report = {
     startedAt,
     finishedAt: new Date().toISOString(),
-    command: `pnpm bench${process.argv.slice(2).length > 0 ? " " + process.argv.slice(2).join(" ") : ""}`.replace(
+    command: `pnpm bench${argv.length > 0 ? " " + argv.join(" ") : ""}`.replace(
       "pnpm bench --quick",
       "pnpm bench:quick"
     ),
@@ -728,6 +763,7 @@ const main = async () => {
     results,
     summary: summarize(results)
   }
+  const report = args["replace-in"] === undefined ? fresh : replaceIn(args["replace-in"], fresh)
   console.log("")
   for (const { markdown, scenario } of scenarioTables(report)) console.log(`${scenario.name}: ${scenario.title}\n${markdown}\n`)
   if (write) {

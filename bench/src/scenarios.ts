@@ -33,6 +33,11 @@ export interface Scenario {
    * per second: a 1 s warm-up leaves that path still being compiled and the heap still growing.
    */
   readonly minWarmupSec?: number
+  /**
+   * The least number of runs this scenario gets unless `--runs` is given (not in `--quick` mode): for
+   * a scenario whose question is whether any run falls into a slower regime, not only the median.
+   */
+  readonly minRuns?: number
 }
 
 export type Transport = "tcp" | "tls" | "h2"
@@ -99,6 +104,20 @@ export const scenarios: ReadonlyArray<Scenario> = [
     payload: "binary",
     size: 1024 * 1024,
     unit: "msg"
+  },
+  {
+    ...base,
+    name: "large-16",
+    title: "1 conn × 1 MiB binary, 16 in flight, at least 9 runs",
+    description:
+      "The large scenario with 16 messages queued per connection, run at least 9 times: does any run of a server fall into a slower regime (back-to-back major GCs) than its median?",
+    mode: "window",
+    conns: 1,
+    window: 16,
+    payload: "binary",
+    size: 1024 * 1024,
+    unit: "msg",
+    minRuns: 9
   },
   {
     ...base,

@@ -118,6 +118,12 @@ export const servers: ReadonlyArray<ServerSpec> = [
     transports: ["tls", "h2"]
   },
   {
+    name: "ours-sink",
+    description: "@effect-websocket/server WebSocketServer.layer, echo with ws.messages.pipe(Stream.run(ws.sink))",
+    command: plainNode(serverFile("ours.mjs"), "--mode", "sink"),
+    unavailable: builtMissing
+  },
+  {
     name: "ours-fast",
     description: "@effect-websocket/server WebSocketServer.layer, echo with ws.run(m => ws.unsafeSend(m)) (no Effect per message)",
     command: plainNode(serverFile("ours.mjs"), "--mode", "fast"),
