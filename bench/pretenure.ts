@@ -22,8 +22,9 @@
  * `--consumers` compares, with V8's defaults and the server's holders, the two ways Effect runs a
  * Stream: `Stream.runForEachChunk` (what `Stream.runForEach`, `Stream.run(ws.sink)` and every
  * `Stream.run*` go through: the Stream piped into a Sink's channel) and a loop over
- * `Stream.toPull` (the Stream's channel alone). At 1 MiB the first takes several times the
- * mark-compacts and CPU of the second (`bench/README.md`).
+ * `Stream.toPull` (the Stream's channel alone), and between them the Stream's channel piped by hand
+ * into a one-step reader. At 1 MiB the piped ones take several times the mark-compacts and CPU of
+ * the pull loop (`bench/README.md`).
  */
 import { Channel, Chunk, Effect, Stream } from "effect"
 import { spawnSync } from "node:child_process"
@@ -36,7 +37,11 @@ const probe = process.argv[2] === "--probe"
 const holders = flag("holders", "effect")
 /** Bytes per message (per "read"). */
 const size = Number(flag("size", "16384"))
-/** `runForEachChunk` (a Sink, as every `Stream.run*`) or `toPull` (a loop over the Stream's pull). */
+/**
+ * `runForEachChunk` (a Sink, as every `Stream.run*`), `pipeTo` (the Stream's channel piped by hand
+ * into a channel that reads a chunk, runs one Effect and loops: no Sink, no `pipeToOrFail`) or
+ * `toPull` (a loop over the Stream's pull: one executor, nothing piped).
+ */
 const consumer = flag("consumer", "runForEachChunk")
 const newArray = <A>(): Array<A> => holders === "young" ? freshArray<A>() : []
 const toChunk = <A>(array: Array<A>): Chunk.Chunk<A> => holders === "young" ? messageChunk(array) : Chunk.unsafeFromArray(array)
@@ -84,10 +89,17 @@ const runProbe = async (count: number): Promise<void> => {
       handled += c.length
     })
   const stream = Stream.fromChannel(loop)
+  const oneStep: Channel.Channel<never, Chunk.Chunk<Buffer>, unknown, unknown, void, unknown> = Channel.readWithCause({
+    onInput: (c: Chunk.Chunk<Buffer>) => Channel.flatMap(Channel.fromEffect(consume(c)), () => oneStep),
+    onFailure: Channel.failCause,
+    onDone: () => Channel.void
+  })
   await Effect.runPromise(
     consumer === "toPull"
       ? Effect.scoped(Effect.flatMap(Stream.toPull(stream), (pull) => Effect.forever(Effect.flatMap(pull, consume))))
         .pipe(Effect.ignore)
+      : consumer === "pipeTo"
+      ? Channel.runDrain(Channel.pipeTo(Stream.toChannel(stream), oneStep)).pipe(Effect.ignore)
       : Stream.runForEachChunk(stream, consume)
   )
   const cpu = process.cpuUsage(started)
@@ -105,6 +117,7 @@ const main = (): void => {
   const settings = process.argv.includes("--consumers")
     ? [
       { label: "(defaults), the server's holders, `Stream.runForEachChunk`", flags: [], holders: "young", via: "runForEachChunk" },
+      { label: "(defaults), the server's holders, `Channel.pipeTo` by hand", flags: [], holders: "young", via: "pipeTo" },
       { label: "(defaults), the server's holders, `Stream.toPull` loop", flags: [], holders: "young", via: "toPull" }
     ]
     : [
