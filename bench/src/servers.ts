@@ -146,7 +146,7 @@ export const servers: ReadonlyArray<ServerSpec> = [
 
 /**
  * Before/after: with BENCH_BASELINE set to another checkout of this repository (built with
- * `pnpm build`), `base-fast` and `base-stream` run that checkout's echo server next to ours.
+ * `pnpm build`), `base-fast`, `base-stream` and `base-sink` run that checkout's echo server next to ours.
  */
 const baseline = process.env.BENCH_BASELINE
 if (baseline !== undefined && baseline !== "") {
@@ -155,7 +155,7 @@ if (baseline !== undefined && baseline !== "") {
     existsSync(join(baseline, "packages", "server", "dist", "index.js"))
       ? undefined
       : `${baseline} is not built: run \`pnpm build\` there`
-  for (const mode of ["fast", "stream"] as const) {
+  for (const mode of ["fast", "stream", "sink"] as const) {
     ;(servers as Array<ServerSpec>).push({
       name: `base-${mode}`,
       description: `ours-${mode} from the checkout at ${baseline} (BENCH_BASELINE), for before/after figures`,

@@ -4,7 +4,8 @@
  * mark like `send`.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Stream } from "effect"
+import { Cause, Deferred, Effect, Exit, Option, Stream } from "effect"
+import { WebSocketClosedError } from "../src/Errors.js"
 import * as WebSocketServer from "../src/WebSocketServer.js"
 import { connect, recorder } from "./utils.js"
 
@@ -26,6 +27,26 @@ describe("ws.sink", () => {
       const seen = recorder(client)
       yield* within(10_000, "500 answers", seen.waitMessages(500))
       assert.deepStrictEqual(seen.messages.map((m) => m.data), Array.from({ length: 500 }, (_, i) => `MESSAGE ${i}`))
+    }).pipe(Effect.scoped))
+
+  it.live("the Sink fails with WebSocketClosedError once the connection has closed", () =>
+    Effect.gen(function*() {
+      const result = yield* Deferred.make<Exit.Exit<void, WebSocketClosedError>>()
+      const server = yield* WebSocketServer.make({
+        handler: (ws) =>
+          Effect.gen(function*() {
+            yield* Effect.ignore(ws.closed)
+            yield* Deferred.succeed(result, yield* Effect.exit(Stream.run(Stream.make("too late", "and later"), ws.sink)))
+          })
+      })
+      const client = yield* connect(server.url)
+      client.close(1000)
+      const exit = yield* within(5_000, "the Sink's end", Deferred.await(result))
+      assert.isTrue(Exit.isFailure(exit), "a Sink that could not send did not fail")
+      if (Exit.isFailure(exit)) {
+        const failure = Cause.failureOption(exit.cause)
+        assert.isTrue(Option.isSome(failure) && failure.value instanceof WebSocketClosedError)
+      }
     }).pipe(Effect.scoped))
 
   it.live("the Sink suspends above the high-water mark while the peer does not read", () =>

@@ -4,6 +4,7 @@ import type { ProtocolError } from "@effect-websocket/protocol/Errors"
 import type { PerMessageDeflateParams, ResolvedPerMessageDeflateOptions } from "@effect-websocket/protocol/PerMessageDeflate"
 import {
   Cause,
+  Channel,
   Context,
   DefaultServices,
   Deferred,
@@ -730,7 +731,7 @@ export class WsConnection<Data> implements WebSocket<Data>, ConnectionPort, Inbo
     return this.boundSend ??= (data, options) => this.sendEffect(data, options)
   }
   get sink(): WebSocket<Data>["sink"] {
-    return this.boundSink ??= Sink.forEachChunk((chunk: Chunk.Chunk<Message>) => this.sendChunk(chunk))
+    return this.boundSink ??= sinkOf(this.outbox)
   }
   get sendText(): WebSocket<Data>["sendText"] {
     return this.send
@@ -766,15 +767,6 @@ export class WsConnection<Data> implements WebSocket<Data>, ConnectionPort, Inbo
 
   private sendEffect(data: Message, options?: SendOptions): Effect.Effect<void, WebSocketClosedError> {
     return new SendEffect(this.outbox, data, options)
-  }
-
-  /** Queues a chunk of messages (one flush for all of them), then waits below the high-water mark. */
-  private sendChunk(chunk: Chunk.Chunk<Message>): Effect.Effect<void, WebSocketClosedError> {
-    return Effect.suspend(() => {
-      const outbox = this.outbox
-      for (const m of chunk) if (!outbox.send(m)) return Effect.fail(CLOSED)
-      return outbox.backpressure()
-    })
   }
 
   private pingEffect(data?: Uint8Array): Effect.Effect<number, WebSocketClosedError | InvalidSendError> {
@@ -842,6 +834,28 @@ class SendEffect extends Effectable.Class<void, WebSocketClosedError> {
     if (!outbox.send(this.data, this.options)) return Effect.fail(CLOSED)
     return outbox.backpressure()
   }
+}
+
+/**
+ * `ws.sink`: queues each chunk as the executor hands it over (one flush for all of it), and takes
+ * an Effect step only to wait while the buffered bytes are above the high-water mark. Nothing it
+ * builds refers to the chunk. With `Sink.forEachChunk`, the Effect built per chunk captured it,
+ * and at 1 MiB per message that capture kept the buffers alive long enough for V8 to promote them
+ * (a mark-compact every 100–150 ms: "A bare pipe is enough" in bench/README.md).
+ */
+const sinkOf = (outbox: Outbox): Sink.Sink<void, Message, never, WebSocketClosedError> => {
+  const closed: Channel.Channel<never, unknown, WebSocketClosedError, unknown, never, unknown> = Channel.fail(CLOSED)
+  const loop: Channel.Channel<never, Chunk.Chunk<Message>, WebSocketClosedError, WebSocketClosedError, void, unknown> = Channel
+    .readWithCause({
+      onInput: (chunk: Chunk.Chunk<Message>) => {
+        for (const m of chunk) if (!outbox.send(m)) return closed
+        return outbox.mustWait() ? afterWait : loop
+      },
+      onFailure: Channel.failCause,
+      onDone: () => Channel.void
+    })
+  const afterWait = Channel.flatMap(Channel.fromEffect(Effect.suspend(() => outbox.backpressure())), () => loop)
+  return Sink.fromChannel(loop)
 }
 
 const CONNECTION: unique symbol = Symbol("effect-websocket/connection")

@@ -207,12 +207,19 @@ export class Outbox {
 
   /** Completes at once below the high-water mark; otherwise when the writer has drained below it. */
   backpressure(): Effect.Effect<void> {
+    return this.mustWait() ? this.waitBelowMark() : Effect.void
+  }
+
+  /** Whether a sender has to wait: more than the high-water mark waits, even after a flush. */
+  mustWait(): boolean {
     const o = this.host.options
-    if (this.bufferedBytes() <= o.highWaterMark) return Effect.void
+    if (this.bufferedBytes() <= o.highWaterMark) return false
     this.flush()
-    if (this.heldBytes + this.host.transport.writableLength <= o.highWaterMark || this.host.transportEnded) {
-      return Effect.void
-    }
+    return !(this.heldBytes + this.host.transport.writableLength <= o.highWaterMark || this.host.transportEnded)
+  }
+
+  /** After `mustWait` said so: completes when the writer has drained below the high-water mark. */
+  private waitBelowMark(): Effect.Effect<void> {
     Metrics.backpressureEvents.unsafeUpdate(1, NO_TAGS)
     if (!this.writerRunning) {
       this.writerRunning = true
