@@ -74,12 +74,14 @@ const freePort = () =>
     })
   })
 
-const startBun = async (): Promise<{ port: number; proc: ChildProcess }> => {
+/** `serverCpu` (`--pin`): the CPU Bun's server is pinned to; the client inherits the bench's own CPU. */
+const startBun = async (serverCpu: string | undefined): Promise<{ port: number; proc: ChildProcess }> => {
   const bun = servers.find((s) => s.name === "bun")!
   const why = bun.unavailable?.()
   if (why !== undefined) throw new Error(`bun: ${why}`)
   const port = await freePort()
-  const argv = bun.command.map((a) => a.replaceAll("{port}", String(port)))
+  const command = bun.command.map((a) => a.replaceAll("{port}", String(port)))
+  const argv = serverCpu === undefined ? command : ["taskset", "-c", serverCpu, ...command]
   const proc = spawn(argv[0]!, argv.slice(1), { cwd: repoRoot, stdio: ["pipe", "pipe", "inherit"] })
   await new Promise<void>((resolve, reject) => {
     let out = ""
@@ -136,7 +138,13 @@ const median = (xs: ReadonlyArray<number>) => {
 /** Runs the selected client scenarios (each run against a fresh Bun server); prints and writes the table. */
 export const runClientScenarios = async (
   names: ReadonlyArray<string>,
-  o: { readonly runs: number; readonly warmupSec: number; readonly measureSec: number; readonly write: boolean }
+  o: {
+    readonly runs: number
+    readonly warmupSec: number
+    readonly measureSec: number
+    readonly write: boolean
+    readonly pin?: { readonly server: string; readonly client: string }
+  }
 ): Promise<ReadonlyArray<ClientResult>> => {
   const selected = clientScenarios.filter((s) => names.includes(s.name))
   const results: Array<ClientResult> = []
@@ -146,7 +154,7 @@ export const runClientScenarios = async (
     for (let run = 0; run < o.runs; run++) {
       const order = clients.map((_, i) => clients[(i + run) % clients.length]!)
       for (const spec of order) {
-        const { port, proc } = await startBun()
+        const { port, proc } = await startBun(o.pin?.server)
         let r: ClientResult
         try {
           const m = await runClient(spec, sc, `ws://127.0.0.1:${port}/`, o.warmupSec, o.measureSec)
@@ -170,7 +178,9 @@ export const runClientScenarios = async (
     "",
     "One client process against Bun's server (`bench/servers/bun.mjs`), median of " + o.runs + " run(s), " + o.warmupSec +
     " s warm-up + " + o.measureSec + " s measured: `pnpm bench --scenarios " + selected.map((s) => s.name).join(",") + "`. " +
-    "Load average before the run: " + loadBefore + " (2 cores). msg/s depends on the CPU the client and the server " +
+    "Load average before the run: " + loadBefore + " (2 cores)" +
+    (o.pin === undefined ? "" : `; the server pinned to CPU ${o.pin.server}, the client to CPU ${o.pin.client}`) +
+    ". msg/s depends on the CPU the client and the server " +
     "were given; client CPU µs/msg (its user + system time over the measured interval, per echoed message) does not, " +
     "and is the figure to compare on a shared machine.",
     ""

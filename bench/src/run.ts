@@ -45,11 +45,13 @@ import {
 // ---------------------------------------------------------------------------------------------
 
 const USAGE = `usage: pnpm bench [--quick] [--servers a,b] [--scenarios x,y] [--runs N] [--warmup S] [--duration S]
-                  [--threads N] [--no-write] [--list]
+                  [--threads N] [--pin] [--no-write] [--list]
   --quick        1 run, 0.5 s warm-up + 1.5 s measured (default: 3 runs, 1 s + 2 s)
   --servers      comma-separated server names (default: every available server)
   --scenarios    comma-separated scenario names (default: all)
   --threads      load-generator threads (default 1: the machine has 2 cores for server and generator)
+  --pin          each server on CPU 0, this process (the generator threads, and the clients of the
+                 client scenarios) on CPU 1: how the issue's figures were taken (needs taskset)
   --no-write     print the tables only (no results/*.json, RESULTS.md or chart)
   --list         list servers and scenarios
   --render FILE  rewrite RESULTS.md and the chart from a results/*.json file, without running anything
@@ -66,6 +68,7 @@ const { values: args } = parseArgs({
     warmup: { type: "string" },
     duration: { type: "string" },
     threads: { type: "string" },
+    pin: { type: "boolean", default: false },
     "no-write": { type: "boolean", default: false },
     render: { type: "string" },
     "replace-in": { type: "string" },
@@ -138,6 +141,23 @@ const warmupOf = (sc: Scenario): number => (quick ? warmupSec : Math.max(warmupS
 const runsOf = (sc: Scenario): number => (quick || args.runs !== undefined ? runs : Math.max(runs, sc.minRuns ?? 0))
 const threads = Math.max(1, num(args.threads, 1))
 const write = !args["no-write"]
+
+/**
+ * `--pin`: the CPU each server runs on, and the one this process and everything it starts besides
+ * the servers are moved to. Unpinned, server and generator share both cores and the scheduler
+ * moves them: a server then gets part of the second core at times, and each run a different part.
+ */
+const PIN_SERVER = "0"
+const PIN_REST = "1"
+const pinned = args.pin === true
+if (pinned) {
+  if (cpus().length < 2) {
+    console.error("--pin needs 2 CPUs: one for the server, one for the generator")
+    process.exit(2)
+  }
+  // -a: every thread this process has now; the generator threads started later inherit it
+  execFileSync("taskset", ["-a", "-p", "-c", PIN_REST, String(process.pid)], { stdio: "ignore" })
+}
 /** Connections are spread over these local addresses (all on loopback). */
 const SOURCE_ADDRESSES = Array.from({ length: 8 }, (_, i) => `127.0.0.${i + 1}`)
 const HOST = "127.0.0.1"
@@ -249,8 +269,10 @@ const transportEnv = (sc: Scenario): Record<string, string> => {
 
 const startServer = async (spec: ServerSpec, sc: Scenario): Promise<RunningServer> => {
   const port = await freePort()
-  const argv = spec.command.map((a) => a.replaceAll("{port}", String(port)))
-  const proc = spawn(argv[0], argv.slice(1), {
+  const command = spec.command.map((a) => a.replaceAll("{port}", String(port)))
+  // taskset execs the server: the pid is the server's
+  const argv = pinned ? ["taskset", "-c", PIN_SERVER, ...command] : command
+  const proc = spawn(argv[0]!, argv.slice(1), {
     cwd: repoRoot,
     env: { ...process.env, ...spec.env, ...transportEnv(sc), BENCH_PORT: String(port) },
     stdio: ["pipe", "pipe", "pipe"],
@@ -688,9 +710,17 @@ const replaceIn = (file: string, fresh: Report): Report => {
   }
 }
 
+const clientOptions = {
+  runs,
+  warmupSec,
+  measureSec,
+  write,
+  ...(pinned ? { pin: { server: PIN_SERVER, client: PIN_REST } } : {})
+}
+
 const main = async () => {
   if (selectedScenarios.length === 0) {
-    await runClientScenarios(clientScenarioNames, { runs, warmupSec, measureSec, write })
+    await runClientScenarios(clientScenarioNames, clientOptions)
     return
   }
   if (selectedServers.length === 0) {
@@ -754,6 +784,7 @@ const main = async () => {
     measureSec,
     runs,
     generatorThreads: threads,
+    ...(pinned ? { pinned: { server: PIN_SERVER, generator: PIN_REST } } : {}),
     backgroundCores,
     loadavg,
     machine: machine(),
@@ -776,7 +807,7 @@ const main = async () => {
     copyFileSync(join(dir, "chart.svg"), join(benchDir, "chart.svg"))
     console.log(`wrote ${file}, bench/RESULTS.md, bench/results/chart.svg and bench/chart.svg`)
   }
-  if (clientScenarioNames.length > 0) await runClientScenarios(clientScenarioNames, { runs, warmupSec, measureSec, write })
+  if (clientScenarioNames.length > 0) await runClientScenarios(clientScenarioNames, clientOptions)
 }
 
 main().then(
