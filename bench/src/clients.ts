@@ -11,7 +11,9 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs"
 import { createServer } from "node:net"
 import type { AddressInfo } from "node:net"
 import { join } from "node:path"
+import type { Pin } from "./report.js"
 import { benchDir, repoRoot, servers } from "./servers.js"
+import { onCpu } from "./spawn.js"
 
 export interface ClientScenario {
   readonly name: string
@@ -80,8 +82,7 @@ const startBun = async (serverCpu: string | undefined): Promise<{ port: number; 
   const why = bun.unavailable?.()
   if (why !== undefined) throw new Error(`bun: ${why}`)
   const port = await freePort()
-  const command = bun.command.map((a) => a.replaceAll("{port}", String(port)))
-  const argv = serverCpu === undefined ? command : ["taskset", "-c", serverCpu, ...command]
+  const argv = onCpu(serverCpu, bun.command.map((a) => a.replaceAll("{port}", String(port))))
   const proc = spawn(argv[0]!, argv.slice(1), { cwd: repoRoot, stdio: ["pipe", "pipe", "inherit"] })
   await new Promise<void>((resolve, reject) => {
     let out = ""
@@ -143,7 +144,7 @@ export const runClientScenarios = async (
     readonly warmupSec: number
     readonly measureSec: number
     readonly write: boolean
-    readonly pin?: { readonly server: string; readonly client: string }
+    readonly pin?: Pin | undefined
   }
 ): Promise<ReadonlyArray<ClientResult>> => {
   const selected = clientScenarios.filter((s) => names.includes(s.name))
@@ -179,7 +180,7 @@ export const runClientScenarios = async (
     "One client process against Bun's server (`bench/servers/bun.mjs`), median of " + o.runs + " run(s), " + o.warmupSec +
     " s warm-up + " + o.measureSec + " s measured: `pnpm bench --scenarios " + selected.map((s) => s.name).join(",") + "`. " +
     "Load average before the run: " + loadBefore + " (2 cores)" +
-    (o.pin === undefined ? "" : `; the server pinned to CPU ${o.pin.server}, the client to CPU ${o.pin.client}`) +
+    (o.pin === undefined ? "" : `; the server pinned to CPU ${o.pin.server}, the client to CPU ${o.pin.rest}`) +
     ". msg/s depends on the CPU the client and the server " +
     "were given; client CPU µs/msg (its user + system time over the measured interval, per echoed message) does not, " +
     "and is the figure to compare on a shared machine.",

@@ -62,6 +62,12 @@ export interface Machine {
   readonly versions: Readonly<Record<string, string>>
 }
 
+/** `--pin`: each server on CPU `server`; the bench, its generator threads and client processes on CPU `rest`. */
+export interface Pin {
+  readonly server: string
+  readonly rest: string
+}
+
 export interface Report {
   readonly startedAt: string
   readonly finishedAt: string
@@ -72,7 +78,7 @@ export interface Report {
   readonly runs: number
   readonly generatorThreads: number
   /** `--pin`: the CPU the servers ran on, and the one the generator (and the rest) ran on. */
-  readonly pinned?: { readonly server: string; readonly generator: string }
+  readonly pinned?: Pin
   /** Cores busy with other processes during one second before the first run. */
   readonly backgroundCores: number
   /** /proc/loadavg (1, 5, 15 min) before the first run. */
@@ -306,7 +312,7 @@ export const renderMarkdown = (report: Report): string => {
       `${report.generatorThreads} generator thread${report.generatorThreads === 1 ? "" : "s"}` +
       (report.pinned === undefined
         ? ", server and generator unpinned"
-        : `, each server pinned to CPU ${report.pinned.server} and the generator to CPU ${report.pinned.generator}`) +
+        : `, each server pinned to CPU ${report.pinned.server} and the generator to CPU ${report.pinned.rest}`) +
       "). " +
       "This file is rewritten by every run; raw numbers are in `bench/results/<timestamp>.json`.",
     ""

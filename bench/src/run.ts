@@ -18,7 +18,8 @@ import { parseArgs } from "node:util"
 import { Worker } from "node:worker_threads"
 import type { FromMain, GeneratorConfig, ToMain } from "./loadgen.js"
 import { cpuSeconds, machineBusySeconds, processTree, treeCpuSeconds, treeRssBytes } from "./proc.js"
-import { type Machine, renderMarkdown, renderSvg, type Report, type RunResult, scenarioTables, summarize } from "./report.js"
+import { type Machine, type Pin, renderMarkdown, renderSvg, type Report, type RunResult, scenarioTables, summarize } from "./report.js"
+import { onCpu } from "./spawn.js"
 import { clients, clientScenarios, isClientScenario, runClientScenarios } from "./clients.js"
 import { type Scenario, scenarios as allScenarios } from "./scenarios.js"
 import { benchDir, defaultServers, repoRoot, type ServerSpec, servers as allServers } from "./servers.js"
@@ -147,16 +148,14 @@ const write = !args["no-write"]
  * the servers are moved to. Unpinned, server and generator share both cores and the scheduler
  * moves them: a server then gets part of the second core at times, and each run a different part.
  */
-const PIN_SERVER = "0"
-const PIN_REST = "1"
-const pinned = args.pin === true
-if (pinned) {
+const pin: Pin | undefined = args.pin === true ? { server: "0", rest: "1" } : undefined
+if (pin !== undefined) {
   if (cpus().length < 2) {
     console.error("--pin needs 2 CPUs: one for the server, one for the generator")
     process.exit(2)
   }
   // -a: every thread this process has now; the generator threads started later inherit it
-  execFileSync("taskset", ["-a", "-p", "-c", PIN_REST, String(process.pid)], { stdio: "ignore" })
+  execFileSync("taskset", ["-a", "-p", "-c", pin.rest, String(process.pid)], { stdio: "ignore" })
 }
 /** Connections are spread over these local addresses (all on loopback). */
 const SOURCE_ADDRESSES = Array.from({ length: 8 }, (_, i) => `127.0.0.${i + 1}`)
@@ -269,9 +268,7 @@ const transportEnv = (sc: Scenario): Record<string, string> => {
 
 const startServer = async (spec: ServerSpec, sc: Scenario): Promise<RunningServer> => {
   const port = await freePort()
-  const command = spec.command.map((a) => a.replaceAll("{port}", String(port)))
-  // taskset execs the server: the pid is the server's
-  const argv = pinned ? ["taskset", "-c", PIN_SERVER, ...command] : command
+  const argv = onCpu(pin?.server, spec.command.map((a) => a.replaceAll("{port}", String(port))))
   const proc = spawn(argv[0]!, argv.slice(1), {
     cwd: repoRoot,
     env: { ...process.env, ...spec.env, ...transportEnv(sc), BENCH_PORT: String(port) },
@@ -710,13 +707,7 @@ const replaceIn = (file: string, fresh: Report): Report => {
   }
 }
 
-const clientOptions = {
-  runs,
-  warmupSec,
-  measureSec,
-  write,
-  ...(pinned ? { pin: { server: PIN_SERVER, client: PIN_REST } } : {})
-}
+const clientOptions = { runs, warmupSec, measureSec, write, pin }
 
 const main = async () => {
   if (selectedScenarios.length === 0) {
@@ -784,7 +775,7 @@ const main = async () => {
     measureSec,
     runs,
     generatorThreads: threads,
-    ...(pinned ? { pinned: { server: PIN_SERVER, generator: PIN_REST } } : {}),
+    ...(pin === undefined ? {} : { pinned: pin }),
     backgroundCores,
     loadavg,
     machine: machine(),

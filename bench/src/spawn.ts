@@ -5,6 +5,10 @@
 import { spawn } from "node:child_process"
 import type { ChildProcess } from "node:child_process"
 
+/** `argv` run on the given CPU (`taskset` execs it, so the pid is the command's own), or as it is. */
+export const onCpu = (cpu: string | undefined, argv: ReadonlyArray<string>): Array<string> =>
+  cpu === undefined ? [...argv] : ["taskset", "-c", cpu, ...argv]
+
 /** Spawns `argv` with `env` added, stdin piped (the server exits when it closes); resolves once it printed `listening`. */
 export const startListening = (
   name: string,
