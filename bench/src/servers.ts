@@ -49,9 +49,13 @@ const bunBinary = (): string | undefined => {
 }
 
 /** `node [BENCH_NODE_FLAGS] <file> --port {port} ...args`: plain JavaScript, packages resolved to their `dist/`. */
-export const plainNode = (file: string, ...args: ReadonlyArray<string>): ReadonlyArray<string> => [
+export const plainNode = (file: string, ...args: ReadonlyArray<string>): ReadonlyArray<string> => withFlags([], file, ...args)
+
+/** `plainNode` with Node flags of the entry's own before the file. */
+const withFlags = (flags: ReadonlyArray<string>, file: string, ...args: ReadonlyArray<string>): ReadonlyArray<string> => [
   process.execPath,
   ...(process.env.BENCH_NODE_FLAGS ?? "").split(" ").filter((f) => f !== ""),
+  ...flags,
   file,
   "--port",
   "{port}",
@@ -116,6 +120,14 @@ export const servers: ReadonlyArray<ServerSpec> = [
     command: plainNode(serverFile("ours.mjs"), "--mode", "stream"),
     unavailable: builtMissing,
     transports: ["tls", "h2"]
+  },
+  {
+    name: "ours-stream-released",
+    description:
+      "ours-stream on an Effect whose Sink.forEach lets go of each chunk's Effect once it has run (servers/effect-sink-release.mjs, applied as the module loads): what runForEach costs with that change in Effect",
+    command: withFlags(["--import", serverFile("effect-sink-release.mjs")], serverFile("ours.mjs"), "--mode", "stream"),
+    unavailable: builtMissing,
+    onRequest: true
   },
   {
     name: "ours-sink",
