@@ -89,6 +89,14 @@ export const servers: ReadonlyArray<ServerSpec> = [
     }
   },
   {
+    name: "ws-in-effect",
+    description:
+      "ws with WS_NO_BUFFER_UTIL=1 in a process that has loaded effect and @effect/platform-node and runs a fiber (the echo runs no Effect): ws's memory in the process an Effect application has",
+    command: [process.execPath, serverFile("ws.mjs"), "--port", "{port}", "--effect"],
+    env: { WS_NO_BUFFER_UTIL: "1" },
+    onRequest: true
+  },
+  {
     name: "bun",
     description: "Bun.serve websocket echo (uWebSockets), the `bun` npm package's binary",
     command: [bunBinary() ?? "bun", serverFile("bun.mjs"), "--port", "{port}"],
