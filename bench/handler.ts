@@ -10,7 +10,7 @@
  *   pnpm bench:handler --floor               also Effect's own floor: the same reads through
  *                                            streams with no WebSocket code at all (below)
  */
-import { Channel, Chunk, Effect, Runtime, Stream } from "effect"
+import { Channel, Chunk, Effect, Runtime, Sink, Stream } from "effect"
 import { Duplex } from "node:stream"
 import { parseArgs } from "node:util"
 import { Forker } from "../packages/server/src/internal/fork.js"
@@ -108,12 +108,15 @@ const measure = async (form: Form, size: number, batch: number, total: number): 
  *   message (`Effect.forEach`), no Stream;
  * - `floor-stream`: `Stream.runForEach` over a Stream built as `ws.messages` is (a channel that
  *   pulls a batch, writes it and loops);
+ * - `floor-sink`: the same Stream run into a Sink whose channel counts each chunk's messages in its
+ *   `onInput` and loops, as `ws.sink` does: no Effect per message or per chunk, only the pipe;
  * - `floor-async`: `Stream.runForEach` over Effect's stock `Stream.async`, one `emit.chunk` per read.
  * The distance between `fast` and `stream` above, set against the one between `floor-callback`
- * and `floor-stream`, says how much of the Stream form's cost is Effect's machinery per chunk.
+ * and `floor-stream`, says how much of the Stream form's cost is Effect's machinery per chunk;
+ * `sink` against `floor-sink` says the same of the Sink form.
  */
-type Floor = "floor-callback" | "floor-fiber" | "floor-stream" | "floor-async"
-const floors: Array<Floor> = ["floor-callback", "floor-fiber", "floor-stream", "floor-async"]
+type Floor = "floor-callback" | "floor-fiber" | "floor-stream" | "floor-sink" | "floor-async"
+const floors: Array<Floor> = ["floor-callback", "floor-fiber", "floor-stream", "floor-sink", "floor-async"]
 
 /** Reads cut into messages, queued for a consumer that waits in `Effect.async`, or given to a callback. */
 class Source {
@@ -126,6 +129,12 @@ class Source {
     if (this.items.length > 0) return Effect.succeed(this.drain())
     return this.wait
   })
+  /** A Stream built as `ws.messages` is: a channel that pulls a batch, writes it and loops. */
+  get stream(): Stream.Stream<Uint8Array> {
+    const loop: Channel.Channel<Chunk.Chunk<Uint8Array>, unknown, never, unknown, void, unknown> = Channel
+      .flatMap(Channel.fromEffect(this.take), (chunk) => Channel.flatMap(Channel.write(chunk), () => loop))
+    return Stream.fromChannel(loop)
+  }
   private readonly wait = Effect.async<Chunk.Chunk<Uint8Array>>((resume) => {
     this.waiter = resume
   })
@@ -161,10 +170,19 @@ const floorConsumer = (
       }).pipe(Effect.zipRight(Effect.never))
     case "floor-fiber":
       return Effect.forever(Effect.flatMap(source.take, (chunk) => Effect.forEach(chunk, send, { discard: true })))
-    case "floor-stream": {
-      const loop: Channel.Channel<Chunk.Chunk<Uint8Array>, unknown, never, unknown, void, unknown> = Channel
-        .flatMap(Channel.fromEffect(source.take), (chunk) => Channel.flatMap(Channel.write(chunk), () => loop))
-      return Stream.runForEach(Stream.fromChannel(loop), send)
+    case "floor-stream":
+      return Stream.runForEach(source.stream, send)
+    case "floor-sink": {
+      const counter: Channel.Channel<never, Chunk.Chunk<Uint8Array>, never, never, void, unknown> = Channel
+        .readWithCause({
+          onInput: (chunk: Chunk.Chunk<Uint8Array>) => {
+            for (const m of chunk) count(m)
+            return counter
+          },
+          onFailure: Channel.failCause,
+          onDone: () => Channel.void
+        })
+      return Stream.run(source.stream, Sink.fromChannel(counter))
     }
     case "floor-async":
       return Stream.runForEach(
