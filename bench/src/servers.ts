@@ -93,8 +93,7 @@ export const servers: ReadonlyArray<ServerSpec> = [
     description:
       "ws with WS_NO_BUFFER_UTIL=1 in a process that has loaded effect and @effect/platform-node and runs a fiber (the echo runs no Effect): ws's memory in the process an Effect application has",
     command: [process.execPath, serverFile("ws.mjs"), "--port", "{port}", "--effect"],
-    env: { WS_NO_BUFFER_UTIL: "1" },
-    onRequest: true
+    env: { WS_NO_BUFFER_UTIL: "1" }
   },
   {
     name: "bun",
@@ -134,8 +133,7 @@ export const servers: ReadonlyArray<ServerSpec> = [
     description:
       "ours-stream on an Effect whose Sink.forEach lets go of each chunk's Effect once it has run (servers/effect-sink-release.mjs, applied as the module loads): what runForEach costs with that change in Effect",
     command: withFlags(["--import", serverFile("effect-sink-release.mjs")], serverFile("ours.mjs"), "--mode", "stream"),
-    unavailable: builtMissing,
-    onRequest: true
+    unavailable: builtMissing
   },
   {
     name: "ours-sink",
