@@ -130,7 +130,7 @@ class Source {
     return this.wait
   })
   /** A Stream built as `ws.messages` is: a channel that pulls a batch, writes it and loops. */
-  get stream(): Stream.Stream<Uint8Array> {
+  stream(): Stream.Stream<Uint8Array> {
     const loop: Channel.Channel<Chunk.Chunk<Uint8Array>, unknown, never, unknown, void, unknown> = Channel
       .flatMap(Channel.fromEffect(this.take), (chunk) => Channel.flatMap(Channel.write(chunk), () => loop))
     return Stream.fromChannel(loop)
@@ -171,7 +171,7 @@ const floorConsumer = (
     case "floor-fiber":
       return Effect.forever(Effect.flatMap(source.take, (chunk) => Effect.forEach(chunk, send, { discard: true })))
     case "floor-stream":
-      return Stream.runForEach(source.stream, send)
+      return Stream.runForEach(source.stream(), send)
     case "floor-sink": {
       const counter: Channel.Channel<never, Chunk.Chunk<Uint8Array>, never, never, void, unknown> = Channel
         .readWithCause({
@@ -182,7 +182,7 @@ const floorConsumer = (
           onFailure: Channel.failCause,
           onDone: () => Channel.void
         })
-      return Stream.run(source.stream, Sink.fromChannel(counter))
+      return Stream.run(source.stream(), Sink.fromChannel(counter))
     }
     case "floor-async":
       return Stream.runForEach(

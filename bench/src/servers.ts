@@ -48,10 +48,7 @@ const bunBinary = (): string | undefined => {
   }
 }
 
-/** `node [BENCH_NODE_FLAGS] <file> --port {port} ...args`: plain JavaScript, packages resolved to their `dist/`. */
-export const plainNode = (file: string, ...args: ReadonlyArray<string>): ReadonlyArray<string> => withFlags([], file, ...args)
-
-/** `plainNode` with Node flags of the entry's own before the file. */
+/** `node [BENCH_NODE_FLAGS] [flags] <file> --port {port} ...args`: an entry with Node flags of its own. */
 const withFlags = (flags: ReadonlyArray<string>, file: string, ...args: ReadonlyArray<string>): ReadonlyArray<string> => [
   process.execPath,
   ...(process.env.BENCH_NODE_FLAGS ?? "").split(" ").filter((f) => f !== ""),
@@ -61,6 +58,9 @@ const withFlags = (flags: ReadonlyArray<string>, file: string, ...args: Readonly
   "{port}",
   ...args
 ]
+
+/** `node [BENCH_NODE_FLAGS] <file> --port {port} ...args`: plain JavaScript, packages resolved to their `dist/`. */
+export const plainNode = (file: string, ...args: ReadonlyArray<string>): ReadonlyArray<string> => withFlags([], file, ...args)
 
 const builtMissing = () => {
   const built = join(repoRoot, "packages", "server", "dist", "index.js")
