@@ -67,33 +67,42 @@ const builtMissing = () => {
   return existsSync(built) ? undefined : `${built} does not exist: run \`pnpm build\` (bench/run.sh does)`
 }
 
+const bufferutilMissing = () => {
+  try {
+    require.resolve("bufferutil")
+    return undefined
+  } catch {
+    return "bufferutil is not installed"
+  }
+}
+
 export const servers: ReadonlyArray<ServerSpec> = [
   {
     name: "ws",
     description: "ws 8.23 WebSocketServer echo, plain JavaScript masking (WS_NO_BUFFER_UTIL=1)",
-    command: [process.execPath, serverFile("ws.mjs"), "--port", "{port}"],
+    command: plainNode(serverFile("ws.mjs")),
     env: { WS_NO_BUFFER_UTIL: "1" },
     transports: ["tls"]
   },
   {
     name: "ws-bufferutil",
     description: "ws 8.23 WebSocketServer echo with the bufferutil native addon",
-    command: [process.execPath, serverFile("ws.mjs"), "--port", "{port}"],
-    unavailable: () => {
-      try {
-        require.resolve("bufferutil")
-        return undefined
-      } catch {
-        return "bufferutil is not installed"
-      }
-    }
+    command: plainNode(serverFile("ws.mjs")),
+    unavailable: bufferutilMissing
   },
   {
     name: "ws-in-effect",
     description:
       "ws with WS_NO_BUFFER_UTIL=1 in a process that has loaded effect and @effect/platform-node and runs a fiber (the echo runs no Effect): ws's memory in the process an Effect application has",
-    command: [process.execPath, serverFile("ws.mjs"), "--port", "{port}", "--effect"],
+    command: plainNode(serverFile("ws.mjs"), "--effect"),
     env: { WS_NO_BUFFER_UTIL: "1" }
+  },
+  {
+    name: "ws-bufferutil-in-effect",
+    description:
+      "ws-bufferutil in a process that has loaded effect and @effect/platform-node and runs a fiber: the large-message floor (a heap the size of an Effect program's under ws's own echo)",
+    command: plainNode(serverFile("ws.mjs"), "--effect"),
+    unavailable: bufferutilMissing
   },
   {
     name: "bun",
@@ -105,18 +114,18 @@ export const servers: ReadonlyArray<ServerSpec> = [
     name: "effect-platform",
     description:
       "@effect/platform-node 0.108 NodeSocketServer.layerWebSocket echo (ws underneath, no bufferutil, as a default install)",
-    command: [process.execPath, serverFile("effect-platform-node.mjs"), "--port", "{port}"],
+    command: plainNode(serverFile("effect-platform-node.mjs")),
     env: { WS_NO_BUFFER_UTIL: "1" }
   },
   {
     name: "net-raw",
     description: "node:net: answers the upgrade, then echoes every read verbatim (no framing): the ceiling",
-    command: [process.execPath, serverFile("net-raw.mjs"), "--port", "{port}"]
+    command: plainNode(serverFile("net-raw.mjs"))
   },
   {
     name: "net-effect",
     description: "net-raw with Effect and @effect/platform-node loaded and one fiber per connection waiting in Effect.async (no Scope): Effect's floor for a connection",
-    command: [process.execPath, serverFile("net-raw.mjs"), "--port", "{port}", "--effect"],
+    command: plainNode(serverFile("net-raw.mjs"), "--effect"),
     onRequest: true
   },
   // Our server (servers/ours.mjs on the packages' compiled output, as a user runs it), one entry per
