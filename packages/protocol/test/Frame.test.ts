@@ -9,7 +9,7 @@ import type { ProtocolError } from "../src/Errors.js"
 import { encodeFrame, FrameDecoder, headerLength, isControl, randomMask, writeHeader } from "../src/Frame.js"
 import type { FrameHeader, FrameSink, Role } from "../src/Frame.js"
 import { globalValue } from "effect/GlobalValue"
-import { kernel } from "../src/internal/simd.js"
+import { i32, kernel } from "../src/internal/simd.js"
 import { applyMask } from "../src/Frame.js"
 import { hex } from "./helpers.js"
 
@@ -240,6 +240,28 @@ describe("the WebAssembly SIMD masking kernel", () => {
     assert.isDefined(first, "Node 20 runs WebAssembly SIMD: the kernel should load")
     assert.strictEqual(kernel(), first, "loaded once, then kept")
     assert.isTrue(masked(1000).equals(reference(1000)))
+  })
+
+  // The four-lane loop's step is an `i32.const`, whose immediate is *signed* LEB128: 64 written as the
+  // one byte 0x40 reads as -64, the loop never runs, and the 16-byte loop does all the work with the
+  // same bytes out. So no masking test notices; this one reads the immediates back.
+  it("the kernel's constants are encoded as the signed LEB128 that i32.const reads (every one it can take)", () => {
+    for (let n = 0; n < 8192; n++) {
+      const [op, ...imm] = i32(n)
+      assert.strictEqual(op, 0x41)
+      let value = 0
+      let shift = 0
+      let at = 0
+      let byte: number
+      do {
+        byte = imm[at++]!
+        value |= (byte & 0x7f) << shift
+        shift += 7
+      } while ((byte & 0x80) !== 0)
+      if ((byte & 0x40) !== 0) value |= -1 << shift
+      assert.strictEqual(value, n, `i32.const ${n}`)
+      assert.strictEqual(at, imm.length, "no bytes after the immediate")
+    }
   })
 
   it("WS_NO_SIMD=1 turns it off (read when it first loads), and masking stays right without it", () => {
