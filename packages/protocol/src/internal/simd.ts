@@ -28,7 +28,10 @@ const name = (s: string) => [s.length, ...Array.from(s, (c) => c.charCodeAt(0))]
 const lane = (offset: number) => [
   0x20, 0x00, 0x20, 0x00, 0xfd, 0x00, 0x00, offset, 0x20, 0x04, 0xfd, 0x51, 0xfd, 0x0b, 0x00, offset
 ]
-/** `i32.const n` for 0 <= n < 8192: signed LEB128, so a last byte with bit 6 set gets a zero byte after it. */
+/**
+ * `i32.const n` for 0 <= n < 8192. The immediate is signed LEB128: one byte holds 0..63 only (bit 6
+ * is the sign), so 64 and up take two.
+ */
 export const i32 = (n: number): Array<number> => [0x41, ...(n < 64 ? [n] : [0x80 | (n & 0x7f), n >>> 7])]
 /** `block { loop { if ptr + step > end break; ...lanes; ptr += step; continue } }`. */
 const loop = (step: number, lanes: ReadonlyArray<number>) => [
