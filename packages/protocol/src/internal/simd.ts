@@ -29,10 +29,17 @@ const lane = (offset: number) => [
   0x20, 0x00, 0x20, 0x00, 0xfd, 0x00, 0x00, offset, 0x20, 0x04, 0xfd, 0x51, 0xfd, 0x0b, 0x00, offset
 ]
 /**
- * `i32.const n` for 0 <= n < 8192. The immediate is signed LEB128: one byte holds 0..63 only (bit 6
- * is the sign), so 64 and up take two.
+ * `i32.const n` for 0 <= n < 2^31. The immediate is signed LEB128: the `leb` bytes, and one zero byte
+ * more when the last one's bit 6 (the sign) is set, as for 64..127.
  */
-export const i32 = (n: number): Array<number> => [0x41, ...(n < 64 ? [n] : [0x80 | (n & 0x7f), n >>> 7])]
+export const i32 = (n: number): Array<number> => {
+  const bytes = leb(n)
+  if ((bytes[bytes.length - 1]! & 0x40) !== 0) {
+    bytes[bytes.length - 1]! |= 0x80
+    bytes.push(0)
+  }
+  return [0x41, ...bytes]
+}
 /** `block { loop { if ptr + step > end break; ...lanes; ptr += step; continue } }`. */
 const loop = (step: number, lanes: ReadonlyArray<number>) => [
   0x02, 0x40, 0x03, 0x40,
