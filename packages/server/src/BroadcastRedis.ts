@@ -663,7 +663,15 @@ const connectRedis = (
         } else {
           interested.delete(topic)
           seen.delete(topic)
-          if (mode === "pubsub" && sub !== undefined) ignore(sub.client.unsubscribe(channelOf(topic)))
+          if (mode === "pubsub" && sub !== undefined) {
+            // node-redis forgets a channel when Redis answers its UNSUBSCRIBE, and takes a SUBSCRIBE
+            // asked for before that answer as a no-op: a topic taken again meanwhile is subscribed
+            // once the answer is in (a new connection subscribes every topic itself)
+            const link = sub
+            ignore(link.client.unsubscribe(channelOf(topic)).then(() => {
+              if (sub === link && interested.has(topic)) return link.client.subscribe(channelOf(topic), onPubSub, true)
+            }))
+          }
           if (mode === "stream") unblockReader()
         }
       },

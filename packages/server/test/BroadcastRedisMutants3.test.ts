@@ -683,6 +683,29 @@ describe("BroadcastRedis backend: Pub/Sub", () => {
       assert.deepStrictEqual(a.received.map((r) => r.message), ["five", "three", "marker"])
     }))
 
+  // node-redis drops a channel's listeners when the UNSUBSCRIBE's reply comes back; a SUBSCRIBE
+  // asked for before that reply must still be sent, or the topic is lost until a reconnection
+  it.scopedLive("a topic dropped and taken again before Redis answers the UNSUBSCRIBE is subscribed again and receives", () =>
+    Effect.gen(function*() {
+      const redis = yield* startRedis()
+      const mon = yield* monitor(redis)
+      const a = yield* backend({ url: redis.url, mode: "pubsub", ...fast })
+      a.conn.interest("t", true)
+      yield* pollUntil(numsub(redis, "t"), (n) => n === 1, 5_000)
+      const mark = mon.length
+      a.conn.interest("t", false)
+      a.conn.interest("t", true) // same tick: the UNSUBSCRIBE is not answered yet
+      yield* waitUntil(() => named(mon, "SUBSCRIBE", mark).length >= 1, "a SUBSCRIBE of t after dropping it")
+      assert.deepStrictEqual(
+        ours(mon, mark).filter((c) => /^(UN)?SUBSCRIBE$/i.test(c[0]!)).map(([name, ...args]) => [name!.toUpperCase(), ...args]),
+        [["UNSUBSCRIBE", "ews:t:t"], ["SUBSCRIBE", "ews:t:t"]]
+      )
+      assert.strictEqual(yield* pollUntil(numsub(redis, "t"), (n) => n === 1, 5_000), 1, "subscribed to t")
+      yield* publishRaw(redis, "t", foreign("other", 1, "after"))
+      yield* waitUntil(() => a.received.length >= 1, "the message published after taking t again")
+      assert.deepStrictEqual(a.received.map((r) => r.message), ["after"])
+    }))
+
   it.scopedLive("a new subscription connection resubscribes every topic: Disconnected, a Gap per topic, then Reconnected", () =>
     Effect.gen(function*() {
       const redis = yield* startRedis()
